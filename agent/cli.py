@@ -1,0 +1,189 @@
+"""The `agent` command line: parse, dispatch, and turn AgentError into exit codes.
+
+The only place that prints errors and picks exit codes (2 bad input, 3 not ready,
+1 other failure). Heavy modules (boto3, jinja2) are imported inside the commands that
+need them, so `agent status` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from agent import __version__
+from agent.errors import EXIT_BAD_INPUT, AgentError, BadInput
+from agent.paths import Layout
+
+SERVICE_USER = "unified"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except AgentError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=Path(os.environ.get("AGENT_ROOT", "/")),
+                        help="every file the agent reads or writes lives under DIR (env AGENT_ROOT, default /)")
+    common.add_argument("--services", type=Path, default=None,
+                        help="services.yaml to use (default: ROOT/etc/unified/services.yaml)")
+    parser = argparse.ArgumentParser(prog="agent", description="The unified image agent: one image, every service.")
+    parser.add_argument("--version", action="version", version=f"agent {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    command("validate", cmd_validate, "check services.yaml; exit 2 with FILE:LINE errors if it is wrong")
+    p = command("plan", cmd_plan, "print what would run for a role (no side effects)")
+    _role_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("boot", cmd_boot, "bring this box up for its role (from IMDS tags unless --mode is given)")
+    _role_args(p)
+    p = command("status", cmd_status, "each program's state and readiness; exit 0 all ready, 3 otherwise")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("restart", cmd_restart, "restart services (all by default), each ready again before returning")
+    p.add_argument("names", nargs="*", metavar="SERVICE")
+    command("stop", cmd_stop, "stop every program, the databases and supervisord")
+    p = command("bake", cmd_bake, "put every repo at its ref under the root and build it (image build time)")
+    p.add_argument("--jobs", type=int, default=4, help="repos baked in parallel (default 4)")
+    return parser
+
+
+def _role_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", help="review, staging or production")
+    p.add_argument("--service", help="the service to run (staging/production)")
+
+
+def _layout(args: argparse.Namespace) -> Layout:
+    return Layout(args.root.resolve())
+
+
+def _catalog(args: argparse.Namespace) -> Any:
+    from agent import catalog
+    path = args.services or _layout(args).default_services
+    return catalog.load(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cat = _catalog(args)
+    print(f"{cat.path}: ok ({len(cat.services)} services, {len(cat.repos)} repos)")
+    return 0
+
+
+def _inputs(layout: Layout, cat: Any, generate_secrets: bool) -> Any:
+    from agent import databases
+    from agent.plan import Inputs
+    tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
+    kwargs: dict[str, Any] = {}
+    if generate_secrets:
+        kwargs = {"pg_password": databases.password(layout, "postgres"),
+                  "redis_password": databases.password(layout, "redis")}
+    return Inputs(tools=tools, service_user=databases.system_user(SERVICE_USER),
+                  postgres_user=databases.system_user("postgres"), redis_user=databases.system_user("redis"), **kwargs)
+
+
+def _role(args: argparse.Namespace, cat: Any) -> Any:
+    from agent import role
+    if args.mode is None:
+        raise BadInput("--mode is required here: review, staging or production "
+                       "(identity from instance tags needs staging/production support)")
+    return role.resolve(cat, args.mode, args.service)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from agent.plan import make_plan
+    layout = _layout(args)
+    cat = _catalog(args)
+    plan = make_plan(cat, _role(args, cat), layout, _inputs(layout, cat, generate_secrets=False))
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        for program in plan.programs:
+            what = program.command or " ".join(program.argv)
+            after = f" (after {', '.join(program.needs)})" if program.needs else ""
+            print(f"{program.name}: {what}{after}")
+    return 0
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from agent import lock
+    from agent.boot import Box
+    from agent.plan import make_plan
+    layout = _layout(args)
+    cat = _catalog(args)
+    role = _role(args, cat)
+    _require_checkouts(layout, cat, role)
+    with lock.exclusive(layout, "boot"):
+        inputs = _inputs(layout, cat, generate_secrets=role.mode == "review")
+        plan = make_plan(cat, role, layout, inputs)
+        current = Box(layout, plan, inputs).boot()
+    print(f"booted {role.mode}: {len(plan.programs)} programs ready in {current.boot_seconds or 0:.1f}s")
+    return cmd_status(argparse.Namespace(root=args.root, json=False))
+
+
+def _require_checkouts(layout: Layout, cat: Any, role: Any) -> None:
+    """Refuse before starting anything if a service's code is not under the root."""
+    names = cat.services if role.mode == "review" else [role.service]
+    missing = sorted({cat.services[n].repo for n in names if not layout.repo_dir(cat.services[n].repo).is_dir()})
+    if missing:
+        raise AgentError(f"repos not baked under {layout.repos}: {', '.join(missing)}; "
+                         f"run `agent bake --root {layout.root}` first", exit_code=EXIT_BAD_INPUT)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent import ops
+    report, code = ops.status(_layout(args))
+    print(json.dumps(report, indent=2) if args.json else ops.format_status(report))
+    return code
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from agent import lock, ops
+    layout = _layout(args)
+    with lock.exclusive(layout, "restart"):
+        ops.restart(layout, args.names)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from agent import lock, ops, state
+    layout = _layout(args)
+    with lock.exclusive(layout, "stop"):
+        current = state.load(layout)
+        services = [p["name"] for p in current.programs if p["kind"] == "service"] if current else []
+        ops.stop_all(layout, services)
+    print(f"stopped everything under {layout.root}")
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from agent import bake
+    layout = _layout(args)
+    cat = _catalog(args)
+    manifest = bake.bake(layout, cat, jobs=args.jobs)
+    print(f"baked {len(manifest['repos'])} repos; manifest at {layout.manifest}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

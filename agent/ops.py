@@ -1,0 +1,142 @@
+"""Operating a booted box: `agent status`, `agent restart`, `agent stop`.
+
+Status answers from the state file and supervisord alone (plus loopback readiness
+probes), never from AWS, so it stays well under a second.
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from agent import readiness, state
+from agent.errors import EXIT_NOT_READY, AgentError, BadInput
+from agent.paths import Layout
+from agent.plan import Readiness
+from agent.supervisor import Supervisor
+
+
+@dataclass
+class ProgramStatus:
+    name: str
+    kind: str
+    state: str
+    pid: int | None
+    uptime: float | None
+    ready: bool
+    detail: str
+
+
+def status(layout: Layout) -> tuple[dict[str, Any], int]:
+    """The status report as data, and the exit code (0 all ready, 3 otherwise)."""
+    current = state.load(layout)
+    if current is None:
+        return {"booted": False, "role": None, "programs": [], "error": "not booted: run `agent boot`"}, EXIT_NOT_READY
+    sup = Supervisor(layout)
+    try:
+        infos = sup.processes()
+        supervisord = "RUNNING"
+    except (OSError, xmlrpc.client.Error):
+        infos, supervisord = {}, "NOT RUNNING"
+    now = time.time()
+
+    def one(entry: dict[str, Any]) -> ProgramStatus:
+        info = infos.get(entry["name"], {})
+        statename = info.get("statename", "NOT RUNNING" if supervisord != "RUNNING" else "UNKNOWN")
+        probe = readiness.probe(Readiness(**entry["readiness"]), statename, current.pg.get("pg_isready"),
+                                current.pg.get("socket"), timeout=1.0)
+        pid = info.get("pid") or None
+        uptime = now - info["start"] if statename == "RUNNING" and info.get("start") else None
+        return ProgramStatus(entry["name"], entry["kind"], statename, pid, uptime, probe.ready, probe.detail)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(current.programs))) as pool:
+        programs = list(pool.map(one, current.programs))
+    ok = supervisord == "RUNNING" and all(p.state == "RUNNING" and p.ready for p in programs)
+    report = {
+        "booted": True, "role": current.role, "supervisord": supervisord,
+        "programs": [p.__dict__ for p in programs], "steps": current.steps,
+        "boot_seconds": current.boot_seconds, "booted_at": current.booted_at,
+        "last_error": current.last_error, "registrations": current.registrations,
+        "agent_version": current.agent_version,
+    }
+    return report, 0 if ok else EXIT_NOT_READY
+
+
+def format_status(report: dict[str, Any]) -> str:
+    """The human table: one line per program, like `supervisorctl status`."""
+    if not report.get("booted"):
+        return report.get("error", "not booted")
+    role = report["role"]
+    who = role["mode"] + (f" ({role['service']})" if role.get("service") else "")
+    lines = [f"role: {who}    supervisord: {report['supervisord']}"]
+    lines.append(f"{'PROGRAM':<24} {'STATE':<12} {'PID':>7} {'UPTIME':>9}  READY")
+    for p in report["programs"]:
+        uptime = _duration(p["uptime"]) if p["uptime"] is not None else "-"
+        ready = "yes" if p["ready"] else f"no ({p['detail']})"
+        lines.append(f"{p['name']:<24} {p['state']:<12} {p['pid'] or '-':>7} {uptime:>9}  {ready}")
+    if report.get("steps"):
+        steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in report["steps"])
+        lines.append(f"last boot: {report['boot_seconds']:.2f}s ({steps})")
+    if report.get("last_error"):
+        lines.append(f"last error: {report['last_error']}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def stop_all(layout: Layout, service_names: list[str]) -> None:
+    """Stop services first (in parallel), then everything else, then supervisord."""
+    sup = Supervisor(layout)
+    if not sup.running():
+        return
+    names = set(sup.processes())
+    services = [n for n in service_names if n in names]
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+        list(pool.map(sup.stop, services))
+    for name in sorted(names - set(services)):
+        sup.stop(name)
+    sup.shutdown()
+
+
+def require_running(layout: Layout) -> Supervisor:
+    sup = Supervisor(layout)
+    if not sup.running():
+        raise AgentError(f"supervisord is not running under {layout.root}: run `agent boot` first")
+    return sup
+
+
+def restart(layout: Layout, names: list[str], say: Any = print) -> None:
+    """Restart programs one at a time, each ready again before the next (review mode;
+    staging/production drain from the load balancer around this, see agent.cli)."""
+    current = state.load(layout)
+    if current is None:
+        raise AgentError(f"nothing is booted under {layout.root}: run `agent boot` first")
+    known = {p["name"]: p for p in current.programs}
+    services = [p["name"] for p in current.programs if p["kind"] == "service"]
+    targets = names or services
+    unknown = [n for n in targets if n not in known]
+    if unknown:
+        raise BadInput(f"restart: no program named {', '.join(map(repr, unknown))}; "
+                       f"this box runs: {', '.join(known)}")
+    sup = require_running(layout)
+    for name in targets:
+        t0 = time.monotonic()
+        sup.stop(name)
+        sup.start(name)
+        spec = Readiness(**known[name]["readiness"])
+
+        def check(name: str = name, spec: Readiness = spec) -> tuple[readiness.Probe, str]:
+            statename = sup.info(name)["statename"]
+            return readiness.probe(spec, statename, current.pg.get("pg_isready"), current.pg.get("socket")), statename
+
+        result = readiness.wait(check, t0 + spec.timeout)
+        if not result.ready:
+            raise AgentError(f"{name} did not become ready after restart: {result.detail}\n"
+                             f"--- last lines of {layout.program_log(name)} ---\n{sup.log_tail(name)}")
+        say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {time.monotonic() - t0:.1f}s")

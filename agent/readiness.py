@@ -1,0 +1,91 @@
+"""Is a program ready? One probe per readiness kind, and a bounded wait over many.
+
+The HTTP probe uses http.client rather than requests on purpose: `agent status` runs it
+on every call and must start fast, and a loopback GET needs nothing requests adds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from agent.plan import Readiness
+
+# supervisord states after which waiting longer cannot help.
+FAILED_STATES = frozenset({"FATAL", "STOPPED", "UNKNOWN"})  # EXITED: autorestart retries it
+POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Probe:
+    ready: bool
+    detail: str
+
+
+def probe(readiness: Readiness, state: str, pg_isready: str | None = None, pg_socket: str | None = None,
+          timeout: float = 2.0) -> Probe:
+    """Probe once. `state` is supervisord's state name for the program."""
+    if state != "RUNNING":
+        return Probe(False, f"process is {state}")
+    if readiness.kind == "running":
+        return Probe(True, "running")
+    if readiness.kind == "http":
+        return _http(readiness.port or 0, readiness.path or "/", timeout)
+    if readiness.kind == "redis":
+        return _redis(readiness.port or 0, timeout)
+    if readiness.kind == "postgres":
+        return _postgres(pg_isready or "pg_isready", pg_socket, readiness.port or 0, timeout)
+    return Probe(False, f"unknown readiness kind {readiness.kind!r}")
+
+
+def _http(port: int, path: str, timeout: float) -> Probe:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "unified-agent"})
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return Probe(False, f"GET {path} on port {port}: {exc.__class__.__name__}: {exc}")
+    finally:
+        conn.close()
+    return Probe(200 <= status < 400, f"GET {path} -> {status}")
+
+
+def _redis(port: int, timeout: float) -> Probe:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError as exc:
+        return Probe(False, f"redis on port {port}: {exc}")
+    # -NOAUTH means the server is up and enforcing its password: ready.
+    ok = reply.startswith((b"+PONG", b"-NOAUTH"))
+    return Probe(ok, "redis answers" if ok else f"redis replied {reply[:40]!r}")
+
+
+def _postgres(pg_isready: str, sock_dir: str | None, port: int, timeout: float) -> Probe:
+    host = sock_dir or "127.0.0.1"
+    try:
+        result = subprocess.run([pg_isready, "-q", "-h", host, "-p", str(port), "-t", str(max(1, int(timeout)))],
+                                capture_output=True, timeout=timeout + 1, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Probe(False, f"pg_isready: {exc}")
+    return Probe(result.returncode == 0, "accepting connections" if result.returncode == 0 else "not accepting yet")
+
+
+def wait(check: Callable[[], tuple[Probe, str]], deadline: float) -> Probe:
+    """Poll `check` (probe, supervisord state) until ready, a dead state, or `deadline`
+    (a time.monotonic() value). Returns the last probe; the caller decides what a
+    failure means."""
+    while True:
+        result, state = check()
+        if result.ready:
+            return result
+        if state in FAILED_STATES:
+            return Probe(False, f"process is {state}")
+        if time.monotonic() >= deadline:
+            return Probe(False, f"not ready in time: {result.detail}")
+        time.sleep(POLL_SECONDS)

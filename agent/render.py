@@ -1,0 +1,111 @@
+"""Render units/ templates into files-as-data (`FileSpec`); `agent.fs` writes them.
+
+Templates use StrictUndefined so a missing value is an error at render time, not an
+empty string in a config file. Nothing here touches the disk except reading templates.
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from agent.fs import FileSpec
+from agent.paths import Layout
+from agent.plan import Plan, Program
+
+# How supervisord starts a service: sh sources the 0600 environment file, then runs the
+# Procfile-style command. The command text travels inside the file, so supervisord's
+# config (world-readable, %-expanded, comma-split) never holds a value.
+LAUNCH = '. "$0" && exec /bin/sh -c "$UNIFIED_COMMAND"'
+
+
+def units_dir() -> Path:
+    """Templates ship in the package as `agent.units`; in a source tree they sit in units/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "units", here.parent / "units"):
+        if (candidate / "supervisord.conf.j2").is_file():
+            return candidate
+    raise FileNotFoundError("units/ templates not found beside the agent package")
+
+
+@lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(units_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["sv"] = supervisor_value
+    env.filters["shquote"] = shlex.quote
+    return env
+
+
+def supervisor_value(value: object) -> str:
+    """supervisord %-expands config values; a literal % must be doubled. Newlines would
+    end the INI value, so they are refused (paths and names never contain them)."""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"a newline cannot appear in a supervisord value: {text!r}")
+    return text.replace("%", "%%")
+
+
+def _render(template: str, **context: object) -> str:
+    return _env().get_template(template).render(**context)
+
+
+def launch_argv(spec_path: Path) -> tuple[str, ...]:
+    return ("/bin/sh", "-c", LAUNCH, str(spec_path))
+
+
+def supervisord_conf(layout: Layout, run_as_root: bool) -> FileSpec:
+    content = _render(
+        "supervisord.conf.j2", socket=layout.socket, logs=layout.logs, pidfile=layout.supervisord_pid,
+        programs_dir=layout.programs_dir, run_as_root=run_as_root,
+    )
+    return FileSpec(layout.supervisord_conf, content, 0o644)
+
+
+def program_files(layout: Layout, program: Program) -> list[FileSpec]:
+    """The [program:x] section, and for services the 0600 environment file(s)."""
+    files = []
+    if program.kind == "service":
+        spec = layout.program_spec(program.name)
+        files.append(environment_file(spec, program, program.command or ""))
+        if program.release:
+            release_spec = release_spec_path(layout, program.name)
+            files.append(environment_file(release_spec, program, program.release))
+        argv = launch_argv(spec)
+    else:
+        argv = program.argv
+    command = " ".join(shlex.quote(arg) for arg in argv)
+    conf = _render("program.conf.j2", program=program, command=command, log=layout.program_log(program.name))
+    files.append(FileSpec(layout.program_conf(program.name), conf, 0o644))
+    return files
+
+
+def release_spec_path(layout: Layout, name: str) -> Path:
+    return layout.specs_dir / f"{name}.release.env"
+
+
+def environment_file(path: Path, program: Program, command: str) -> FileSpec:
+    content = _render("program.env.j2", name=program.name, environment=program.environment, command=command)
+    return FileSpec(path, content, 0o600, owner=program.user)
+
+
+def redis_conf(layout: Layout, port: int, password: str, owner: str | None) -> FileSpec:
+    content = _render("redis.conf.j2", port=port, data_dir=layout.redis_data, password=password)
+    return FileSpec(layout.etc / "redis.conf", content, 0o600, owner=owner)
+
+
+def plan_files(layout: Layout, plan: Plan) -> list[FileSpec]:
+    """Every program file of the plan (supervisord.conf and redis.conf are separate)."""
+    files: list[FileSpec] = []
+    for program in plan.programs:
+        files.extend(program_files(layout, program))
+    return files

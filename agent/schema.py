@@ -1,0 +1,128 @@
+"""The JSON Schema of services.yaml version 1 (design.md is the contract).
+
+`x-expected` is our own annotation: the human wording of a `pattern`, since
+"does not match '^[a-z0-9]...'" helps nobody fix their file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = {
+    "type": "string",
+    "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    "x-expected": "a name of lowercase letters, digits, '-' and '_' (at most 63, starting with a letter or digit)",
+}
+DB_NAME = {
+    "type": "string",
+    "pattern": r"^[a-z_][a-z0-9_]{0,62}$",
+    "x-expected": "a database name of lowercase letters, digits and '_' (at most 63)",
+}
+ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+COMMAND = {"type": "string", "pattern": r"\S", "x-expected": "a non-empty command"}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+NON_EMPTY = {"type": "string", "pattern": r"\S", "x-expected": "a non-empty string"}
+
+REPO = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["url", "ref"],
+    "properties": {
+        "url": NON_EMPTY,
+        "ref": {
+            "type": "string",
+            "pattern": r"^[^\s~^:?*\[\\]+$",
+            "x-expected": "a branch, tag or commit (no spaces or ~^:?*[\\)",
+        },
+        "build": COMMAND,
+    },
+}
+
+POSTGRES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "version": {"type": "integer", "minimum": 9, "maximum": 99},
+        "databases": {"type": "array", "items": DB_NAME, "uniqueItems": True},
+        "port": PORT,
+    },
+}
+
+REDIS = {"type": "object", "additionalProperties": False, "properties": {"port": PORT}}
+
+LOAD_BALANCER = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+    "x-expected": "exactly one of target_group or classic_elb",
+    "properties": {"target_group": NON_EMPTY, "classic_elb": NON_EMPTY},
+}
+
+SERVICE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["repo", "command"],
+    "properties": {
+        "repo": NAME,
+        "command": COMMAND,
+        "port": PORT,
+        "health": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["path"],
+            "properties": {
+                "path": {"type": "string", "pattern": r"^/\S*$", "x-expected": "a URL path starting with '/'"},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+            },
+        },
+        "env": {
+            "type": "object",
+            "propertyNames": {"pattern": ENV_KEY, "x-expected": "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"},
+            "additionalProperties": {"type": "string"},
+        },
+        "uses": {"type": "array", "items": {"enum": ["postgres", "redis"]}, "uniqueItems": True},
+        "release": COMMAND,
+        "after": {"type": "array", "items": NAME, "uniqueItems": True},
+        "start_seconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "stop_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
+        "load_balancer": {
+            "type": "object",
+            "propertyNames": {"enum": ["staging", "production"]},
+            "additionalProperties": LOAD_BALANCER,
+        },
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "repos", "services"],
+    "properties": {
+        "version": {"const": 1},
+        "repos": {"type": "object", "minProperties": 1, "propertyNames": NAME, "additionalProperties": REPO},
+        "databases": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"postgres": POSTGRES, "redis": REDIS},
+        },
+        "services": {"type": "object", "minProperties": 1, "propertyNames": NAME, "additionalProperties": SERVICE},
+        "environments": {
+            "type": "object",
+            "propertyNames": {"enum": ["staging", "production"]},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["config_path"],
+                "properties": {
+                    "config_path": {
+                        "type": "string",
+                        "pattern": r"^(/[A-Za-z0-9_.\-]+)+$",
+                        "x-expected": "an SSM path like /unified/production (letters, digits, '_', '.', '-')",
+                    }
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,78 @@
+"""What was applied, so `agent status` answers from local files without calling AWS.
+
+The state file holds no secrets (no environment values), only names, readiness checks,
+timings and what has been done once (releases, registrations).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agent import fs
+from agent.paths import Layout
+from agent.plan import Plan
+
+
+@dataclass
+class State:
+    role: dict[str, Any] = field(default_factory=dict)
+    programs: list[dict[str, Any]] = field(default_factory=list)   # name, kind, readiness, port
+    steps: list[dict[str, Any]] = field(default_factory=list)      # name, seconds
+    releases: dict[str, str] = field(default_factory=dict)         # service -> release key done
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+    booted_at: float | None = None
+    boot_seconds: float | None = None
+    last_error: str | None = None
+    pg: dict[str, Any] = field(default_factory=dict)               # pg_isready path, socket dir
+    agent_version: str = ""
+
+    def record_plan(self, plan: Plan) -> None:
+        self.role = {"mode": plan.role.mode, "service": plan.role.service}
+        self.programs = [
+            {"name": p.name, "kind": p.kind, "port": p.port, "readiness": asdict(p.readiness)}
+            for p in plan.programs
+        ]
+
+
+def load(layout: Layout) -> State | None:
+    try:
+        data = json.loads(layout.state_file.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    known = {k: v for k, v in data.items() if k in State.__dataclass_fields__}
+    return State(**known)
+
+
+def save(layout: Layout, state: State) -> None:
+    fs.write(fs.FileSpec(layout.state_file, json.dumps(asdict(state), indent=2, sort_keys=True) + "\n", 0o644))
+
+
+class Steps:
+    """Times each boot step for `agent status` and the benchmarks."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    def __call__(self, name: str) -> "_Step":
+        return _Step(self, name)
+
+    def total(self) -> float:
+        return time.monotonic() - self.started
+
+
+class _Step:
+    def __init__(self, steps: Steps, name: str):
+        self.steps, self.name = steps, name
+
+    def __enter__(self) -> "_Step":
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.steps.steps.append({"name": self.name, "seconds": round(time.monotonic() - self.t0, 3)})

@@ -1,0 +1,145 @@
+"""supervisord: start it, and drive it over its XML-RPC unix socket.
+
+The only module that speaks XML-RPC. It uses supervisor's own transport
+(`supervisor.xmlrpc.SupervisorTransport`), exactly as supervisorctl does, so socket
+handling and HTTP framing are the upstream code, not ours.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from agent.errors import AgentError
+from agent.paths import Layout
+
+# supervisord inherits this, not the operator's shell: no stray credentials or
+# PYTHONPATH leak into services, and a boot from systemd equals a boot from SSH.
+CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+START_TIMEOUT = 15.0
+
+
+class Supervisor:
+    """A client of one supervisord, bound to the socket of one agent root."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        transport = SupervisorTransport(None, None, serverurl=f"unix://{layout.socket}")
+        # The host part is ignored by the unix transport; supervisorctl uses the same.
+        self.proxy: Any = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def running(self) -> bool:
+        """True when supervisord answers on the socket."""
+        if not self.layout.socket.exists():
+            return False
+        try:
+            return self.proxy.supervisor.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Error):
+            return False
+
+    def start_daemon(self) -> bool:
+        """Start supervisord unless it already answers; True if it was started."""
+        if self.running():
+            return False
+        conf = self.layout.supervisord_conf
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+            env=CLEAN_ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise AgentError(f"supervisord did not start ({conf}): {detail[0]}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.running():
+                return True
+            time.sleep(0.05)
+        raise AgentError(f"supervisord started but its socket {self.layout.socket} did not answer "
+                         f"within {START_TIMEOUT:.0f}s; see {self.layout.logs}/supervisord.log")
+
+    def update(self) -> dict[str, list[str]]:
+        """Apply changed program files like `supervisorctl update`: removed groups are
+        stopped and dropped, changed ones stopped and re-added (the caller starts them)."""
+        added, changed, removed = self.proxy.supervisor.reloadConfig()[0]
+        for name in removed + changed:
+            self._ignore(self.proxy.supervisor.stopProcessGroup, name, Faults.NOT_RUNNING, Faults.BAD_NAME)
+            self._ignore(self.proxy.supervisor.removeProcessGroup, name, Faults.BAD_NAME)
+        for name in changed + added:
+            self._ignore(self.proxy.supervisor.addProcessGroup, name, Faults.ALREADY_ADDED)
+        return {"added": added, "changed": changed, "removed": removed}
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        return {info["name"]: info for info in self.proxy.supervisor.getAllProcessInfo()}
+
+    def info(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.proxy.supervisor.getProcessInfo(name)
+        return result
+
+    def start(self, name: str) -> None:
+        """Ask for a start without waiting: readiness, not supervisord, says when it is up."""
+        self._ignore(self.proxy.supervisor.startProcess, name, Faults.ALREADY_STARTED, wait=False)
+
+    def stop(self, name: str) -> None:
+        """Stop and wait (supervisord sends the stop signal, then SIGKILL after stopwaitsecs)."""
+        self._ignore(self.proxy.supervisor.stopProcess, name, Faults.NOT_RUNNING)
+
+    def shutdown(self, timeout: float = 120.0) -> None:
+        """Stop supervisord itself and wait until its process is gone."""
+        pid = self.pid()
+        try:
+            self.proxy.supervisor.shutdown()
+        except (OSError, xmlrpc.client.Error):
+            pass
+        deadline = time.monotonic() + timeout
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid and _alive(pid):
+            raise AgentError(f"supervisord (pid {pid}) did not exit within {timeout:.0f}s")
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.layout.supervisord_pid.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        return tail(self.layout.program_log(name), lines)
+
+    @staticmethod
+    def _ignore(call: Any, name: str, *codes: int, **kwargs: Any) -> Any:
+        try:
+            return call(name, *kwargs.values())
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode not in codes:
+                raise AgentError(f"{name}: supervisord refused: {fault.faultString}") from None
+            return None
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file (read from the end: logs can be large)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read()
+    except OSError:
+        return "(no log)"
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
