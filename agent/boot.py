@@ -71,7 +71,7 @@ class Box:
         result = readiness.wait(lambda: self.check(program), t0 + program.readiness.timeout)
         if not result.ready:
             log = tail(self.layout.program_log(program.name))
-            raise AgentError(f"{program.name} is not ready: {result.detail}\n"
+            raise AgentError(f"not ready: {result.detail}\n"
                              f"--- last lines of {self.layout.program_log(program.name)} ---\n{log}")
         return time.monotonic() - t0
 
@@ -111,10 +111,9 @@ class Box:
 
     def _action(self, program: Program, current: state.State, steps: state.Steps, running: bool) -> Callable[[], None]:
         def act() -> None:
-            if program.name == "postgres":
+            if program.name == "postgres" and not databases.initialised(self.layout):
                 with steps("initdb"):
-                    if not databases.initdb(self.layout, self.inputs.tools, program.user):
-                        steps.steps.pop()
+                    databases.initdb(self.layout, self.inputs.tools, program.user)
             if program.kind == "service" and program.release:
                 self._release(program, current, steps)
             if running:
@@ -147,7 +146,7 @@ class Box:
                                         env=dict(CLEAN_ENV), stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, check=False)
             if result.returncode != 0:
-                raise AgentError(f"release of {program.name} exited {result.returncode}\n"
+                raise AgentError(f"release command exited {result.returncode}\n"
                                  f"--- last lines of {log} ---\n{tail(log)}")
         current.releases[program.name] = key
         self.say(f"{program.name}: release done")

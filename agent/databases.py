@@ -64,9 +64,13 @@ def password(layout: Layout, name: str) -> str:
         return value
 
 
+def initialised(layout: Layout) -> bool:
+    return (layout.pg_data / "PG_VERSION").exists()
+
+
 def initdb(layout: Layout, tools: Tools, user: str | None) -> bool:
     """Create the cluster on first boot; False when it already exists."""
-    if (layout.pg_data / "PG_VERSION").exists():
+    if initialised(layout):
         return False
     fs.ensure_dir(layout.pg_data, 0o700, user)
     result = subprocess.run(

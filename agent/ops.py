@@ -54,7 +54,8 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
 
     with ThreadPoolExecutor(max_workers=max(1, len(current.programs))) as pool:
         programs = list(pool.map(one, current.programs))
-    ok = supervisord == "RUNNING" and all(p.state == "RUNNING" and p.ready for p in programs)
+    # ready implies up: a real probe may pass while supervisord still counts startsecs
+    ok = supervisord == "RUNNING" and all(p.ready and p.state in ("RUNNING", "STARTING") for p in programs)
     report = {
         "booted": True, "role": current.role, "supervisord": supervisord,
         "programs": [p.__dict__ for p in programs], "steps": current.steps,
@@ -97,10 +98,10 @@ def stop_all(layout: Layout, service_names: list[str]) -> None:
         return
     names = set(sup.processes())
     services = [n for n in service_names if n in names]
-    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
-        list(pool.map(sup.stop, services))
-    for name in sorted(names - set(services)):
-        sup.stop(name)
+    others = sorted(names - set(services))  # databases: after the services that use them
+    for group in (services, others):
+        with ThreadPoolExecutor(max_workers=max(1, len(group))) as pool:
+            list(pool.map(sup.stop, group))
     sup.shutdown()
 
 

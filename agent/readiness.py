@@ -18,6 +18,7 @@ from agent.plan import Readiness
 # supervisord states after which waiting longer cannot help.
 FAILED_STATES = frozenset({"FATAL", "STOPPED", "UNKNOWN"})  # EXITED: autorestart retries it
 POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ class Probe:
 def probe(readiness: Readiness, state: str, pg_isready: str | None = None, pg_socket: str | None = None,
           timeout: float = 2.0) -> Probe:
     """Probe once. `state` is supervisord's state name for the program."""
-    if state != "RUNNING":
+    # A real probe (HTTP, PostgreSQL, Redis) proves readiness even while supervisord
+    # still counts `startsecs` (STARTING); a bare "running" check must wait for RUNNING.
+    if state != "RUNNING" and not (state == "STARTING" and readiness.kind != "running"):
         return Probe(False, f"process is {state}")
     if readiness.kind == "running":
         return Probe(True, "running")
@@ -80,6 +83,7 @@ def wait(check: Callable[[], tuple[Probe, str]], deadline: float) -> Probe:
     """Poll `check` (probe, supervisord state) until ready, a dead state, or `deadline`
     (a time.monotonic() value). Returns the last probe; the caller decides what a
     failure means."""
+    pause = POLL_SECONDS
     while True:
         result, state = check()
         if result.ready:
@@ -88,4 +92,5 @@ def wait(check: Callable[[], tuple[Probe, str]], deadline: float) -> Probe:
             return Probe(False, f"process is {state}")
         if time.monotonic() >= deadline:
             return Probe(False, f"not ready in time: {result.detail}")
-        time.sleep(POLL_SECONDS)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, MAX_POLL_SECONDS)  # quick at first, gentle on slow starters

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import xmlrpc.client
 from pathlib import Path
@@ -31,9 +32,18 @@ class Supervisor:
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        transport = SupervisorTransport(None, None, serverurl=f"unix://{layout.socket}")
-        # The host part is ignored by the unix transport; supervisorctl uses the same.
-        self.proxy: Any = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        self._local = threading.local()
+
+    @property
+    def proxy(self) -> Any:
+        """One XML-RPC proxy per thread: a proxy holds one HTTP connection and is not
+        thread-safe, and boot drives several programs at once."""
+        proxy = getattr(self._local, "proxy", None)
+        if proxy is None:
+            transport = SupervisorTransport(None, None, serverurl=f"unix://{self.layout.socket}")
+            # The host part is ignored by the unix transport; supervisorctl does the same.
+            proxy = self._local.proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        return proxy
 
     def running(self) -> bool:
         """True when supervisord answers on the socket."""

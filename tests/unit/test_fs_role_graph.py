@@ -1,0 +1,92 @@
+"""Small pure pieces: atomic writes, role checks, the boot graph."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import catalog, fs, graph, role
+from agent.errors import EXIT_BAD_INPUT, BadInput
+
+
+def test_write_is_atomic_private_and_idempotent(tmp_path: Path) -> None:
+    spec = fs.FileSpec(tmp_path / "a/b/secret.env", "x=1\n", 0o600)
+    assert fs.write(spec) is True
+    assert (tmp_path / "a/b/secret.env").stat().st_mode & 0o777 == 0o600
+    mtime = spec.path.stat().st_mtime_ns
+    assert fs.write(spec) is False and spec.path.stat().st_mtime_ns == mtime
+    assert fs.write(fs.FileSpec(spec.path, "x=2\n", 0o600)) is True
+    assert spec.path.read_text() == "x=2\n"
+    assert [p.name for p in spec.path.parent.iterdir()] == ["secret.env"]  # no temp files left
+
+
+def test_mode_change_alone_rewrites(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    fs.write(fs.FileSpec(path, "same", 0o644))
+    assert fs.write(fs.FileSpec(path, "same", 0o600)) is True
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture
+def cat(tmp_path: Path) -> catalog.Catalog:
+    path = tmp_path / "services.yaml"
+    path.write_text("version: 1\nrepos: {r: {url: ., ref: main}}\n"
+                    "services: {web: {repo: r, command: run, port: 8000}, worker: {repo: r, command: work}}\n")
+    return catalog.load(path)
+
+
+@pytest.mark.parametrize("mode,service", [("review", None), ("staging", "web"), ("production", "worker")])
+def test_known_roles(cat: catalog.Catalog, mode: str, service: str | None) -> None:
+    assert role.resolve(cat, mode, service).mode == mode
+
+
+@pytest.mark.parametrize("mode,service,fragment", [
+    (None, None, "no mode"),
+    ("Production", "web", "is not one of"),
+    ("production ", "web", "is not one of"),
+    ("production", None, "needs a service"),
+    ("production", "", "needs a service"),
+    ("production", "web\n[program:x]", "is not in"),
+    ("production", "web; rm -rf /", "is not in"),
+    ("production", "../web", "is not in"),
+    ("review", "web", "whole stack"),
+    ("x" * 5000, None, "..."),
+])
+def test_untrusted_roles_are_refused(cat: catalog.Catalog, mode: str | None, service: str | None, fragment: str) -> None:
+    with pytest.raises(BadInput) as caught:
+        role.resolve(cat, mode, service, source="tag")
+    message = str(caught.value)
+    assert fragment in message and caught.value.exit_code == EXIT_BAD_INPUT
+    assert "\n" not in message and len(message) < 400
+
+
+def test_graph_runs_independent_nodes_in_parallel_and_orders_dependents() -> None:
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def step(name: str, seconds: float):
+        def act() -> None:
+            time.sleep(seconds)
+            with lock:
+                order.append(name)
+        return act
+
+    t0 = time.monotonic()
+    result = graph.run([graph.Node("a", step("a", 0.3)), graph.Node("b", step("b", 0.3)),
+                        graph.Node("c", step("c", 0.0), ["a", "b"])])
+    assert time.monotonic() - t0 < 0.55  # a and b overlapped
+    assert order[-1] == "c" and all(e is None for e in result.values())
+
+
+def test_graph_skips_dependents_of_a_failure() -> None:
+    def boom() -> None:
+        raise RuntimeError("db down")
+
+    ran: list[str] = []
+    result = graph.run([graph.Node("db", boom), graph.Node("svc", lambda: ran.append("svc"), ["db"]),
+                        graph.Node("other", lambda: ran.append("other"))])
+    assert isinstance(result["db"], RuntimeError)
+    assert isinstance(result["svc"], graph.DependencyFailed) and ran == ["other"]
