@@ -1,0 +1,51 @@
+# The two commands of the README's quick start, and the pieces they are made of.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+AGENT := $(VENV)/bin/agent
+# The review box lives under its own root; it must be reachable by the postgres and
+# redis users, so not under a private home directory.
+ROOT ?= /var/tmp/unified-review
+SERVICES ?= $(CURDIR)/services.yaml
+PYTEST_ARGS ?=
+
+.PHONY: review status restart stop test unit lint bench setup venv clean
+
+review: setup venv          ## bake and boot the example stack in review mode, then show its status
+	$(AGENT) bake --root $(ROOT) --services $(SERVICES)
+	$(AGENT) boot --mode review --root $(ROOT) --services $(SERVICES)
+
+status:                     ## each program's state and readiness
+	$(AGENT) status --root $(ROOT)
+
+restart:                    ## restart every service (ready again before it returns)
+	$(AGENT) restart --root $(ROOT)
+
+stop:                       ## stop the services, the databases and supervisord
+	$(AGENT) stop --root $(ROOT)
+
+test: setup venv            ## every test: unit and integration (real supervisord, PostgreSQL, Redis, Packer)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv                  ## the fast tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m mypy agent
+
+bench: setup venv           ## benchmarks (not tests): figures go to docs/benchmarks.md
+	$(PY) benchmarks/boot.py
+	$(PY) benchmarks/status.py
+
+setup:
+	bash .ci/setup
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(shell find agent units -type f -not -name "*.pyc")
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info
