@@ -9,10 +9,12 @@ unit-tested without processes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.catalog import Catalog, Service
 from agent.paths import Layout
+
+if TYPE_CHECKING:  # the catalog pulls in jsonschema; `agent status` must not pay for it
+    from agent.catalog import Catalog, Service
 
 MODES = ("review", "staging", "production")
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -7,16 +7,14 @@ import os
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from examples.shop.common import QUEUE, Handler, db, queue, serve
+from examples.shop.common import QUEUE, Handler, db, ping_db, queue, serve
 
 
 class Api(Handler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/health":
-            conn = db()
-            conn.run("SELECT 1")
-            conn.close()
+            ping_db()
             self.send_json(200, {"ok": True})
         elif url.path == "/slow":
             # an endpoint that keeps requests in flight, for draining tests

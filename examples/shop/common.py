@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,24 @@ def db() -> pg8000.native.Connection:
     return pg8000.native.Connection(
         user=unquote(url.username or ""), password=unquote(url.password or ""),
         host=url.hostname or "127.0.0.1", port=url.port or 5432, database=url.path.lstrip("/"))
+
+
+_shared: pg8000.native.Connection | None = None
+_shared_lock = threading.Lock()
+
+
+def ping_db() -> None:
+    """SELECT 1 on one long-lived connection: health checks run often, and a new
+    connection per check (password hashing included) would cost more than the check."""
+    global _shared
+    with _shared_lock:
+        try:
+            if _shared is None:
+                _shared = db()
+            _shared.run("SELECT 1")
+        except Exception:
+            _shared = None
+            raise
 
 
 def queue() -> redis.Redis:
@@ -56,7 +75,6 @@ def serve(handler: type[Handler]) -> None:
     server.block_on_close = True
 
     def stop(signum: int, frame: Any) -> None:
-        import threading
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
