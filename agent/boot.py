@@ -58,10 +58,10 @@ class Box:
 
     # -- programs ----------------------------------------------------------------------
     def check(self, program: Program) -> tuple[readiness.Probe, str]:
-        statename = self.supervisor.info(program.name)["statename"]
-        probe = readiness.probe(program.readiness, statename, f"{self.inputs.tools.pg_bin}/pg_isready",
-                                str(self.layout.pg_socket_dir))
-        return probe, statename
+        info = self.supervisor.info(program.name)
+        probe = readiness.probe(program.readiness, info["statename"], f"{self.inputs.tools.pg_bin}/pg_isready",
+                                str(self.layout.pg_socket_dir), up=readiness.uptime(info))
+        return probe, info["statename"]
 
     def start_and_wait(self, program: Program) -> float:
         """Start (unless running) and wait for readiness; seconds taken."""

@@ -8,6 +8,7 @@ the file in one pass.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ def load(path: Path) -> Catalog:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise _bad(path, 1, (), "file not found; pass --services FILE or put it at this path") from None
+        raise _bad(path, 1, (), "file not found (give services.yaml with --services FILE)") from None
     except OSError as exc:
         raise _bad(path, 1, (), f"cannot read: {exc.strerror}") from None
     try:
@@ -106,65 +107,83 @@ def load(path: Path) -> Catalog:
         raise _bad(path, 1, (), "the file is empty; expected a mapping with version, repos and services")
     problems = schema_problems(doc) or cross_check(doc.data)
     if problems:
-        lines = [f"{path}:{doc.line_of(kp)}: {format_path(kp)}: {msg}" for kp, msg in problems]
-        ordered = sorted(set(lines), key=lambda s: int(s[len(str(path)) + 1 :].split(":", 1)[0]))
-        raise BadInput(ordered[0], lines=ordered)
+        found = {(doc.line_of(p.at or p.path), format_path(p.path), p.message) for p in problems}
+        lines = [f"{path}:{line}: {where}: {message}" for line, where, message in sorted(found)]
+        raise BadInput(lines[0], lines=lines)
     return _build(path, hashlib.sha256(raw).hexdigest(), doc.data)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: its key path, a message, and where to point for the line when
+    that differs (a bad key *name* is reported under its parent, at its own line)."""
+
+    path: KeyPath
+    message: str
+    at: KeyPath | None = None
+
+
 def _bad(path: Path, line: int, key_path: KeyPath, message: str) -> BadInput:
-    text = f"{path}:{line}: {format_path(key_path)}: {message}"
-    return BadInput(text)
+    return BadInput(f"{path}:{line}: {format_path(key_path)}: {message}")
 
 
-def schema_problems(doc: YamlDocument) -> list[tuple[KeyPath, str]]:
-    """JSON Schema errors as (key path, human message)."""
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    problems = []
-    for error in validator.iter_errors(doc.data):
-        problems.append(_describe(error))
+# YAML gives Python types; JSON Schema's "integer" would accept 8000.0 and "number" NaN.
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool)
+).redefine(
+    "number", lambda _, v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+)
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
+
+
+def schema_problems(doc: YamlDocument) -> list[Problem]:
+    """JSON Schema errors as problems with human messages."""
+    problems: list[Problem] = []
+    for error in _Validator(SCHEMA).iter_errors(doc.data):
+        problems.extend(_describe(error))
     return problems
 
 
-def _describe(error: jsonschema.ValidationError) -> tuple[KeyPath, str]:
+def _describe(error: jsonschema.ValidationError) -> list[Problem]:
     path: KeyPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     kind = error.validator
+    if "propertyNames" in error.schema_path:
+        key = error.instance
+        expected = schema.get("x-expected") or (f"one of: {', '.join(schema['enum'])}" if "enum" in schema else "a valid name")
+        return [Problem(path, f"{_show(key)} is not allowed as a name here; expected {expected}", at=path + (key,))]
     if kind == "additionalProperties" and schema.get("additionalProperties") is False:
-        allowed = ", ".join(sorted(schema.get("properties", {})))
-        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
-        return path + (extra[0],), f"unknown key {extra[0]!r}; expected one of: {allowed}"
+        known = schema.get("properties", {})
+        allowed = ", ".join(sorted(known))
+        return [Problem(path + (extra,), f"unknown key {extra!r}; expected one of: {allowed}")
+                for extra in error.instance if extra not in known]
+    return [Problem(path, _message(error, schema))]
+
+
+def _message(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    kind, got = error.validator, _show(error.instance)
     if kind == "required":
-        missing = str(error.message).split("'")[1]
-        return path, f"missing required key {missing!r}"
-    if kind == "propertyNames":
-        bad = error.instance if isinstance(error.instance, str) else str(error.instance)
-        expected = (error.validator_value or {}).get("x-expected") if isinstance(error.validator_value, dict) else None
-        enum = (error.validator_value or {}).get("enum") if isinstance(error.validator_value, dict) else None
-        what = expected or (f"one of: {', '.join(enum)}" if enum else "a valid name")
-        return path, f"{_name_of(error)} is not allowed here; expected {what}"
+        return f"missing required key {str(error.message).split(chr(39))[1]!r}"
     if kind == "type":
-        return path, f"expected {_types(error.validator_value)}, got {_show(error.instance)}"
+        wanted = error.validator_value
+        hint = " (quote it to make a string)" if wanted == "string" and not isinstance(error.instance, (dict, list, type(None))) else ""
+        return f"expected {_types(wanted)}, got {got}{hint}"
     if kind == "pattern":
-        return path, f"expected {schema.get('x-expected', 'a matching string')}, got {_show(error.instance)}"
-    if kind in ("enum", "const"):
-        options = error.validator_value if kind == "enum" else [error.validator_value]
-        return path, f"expected one of: {', '.join(map(str, options))}; got {_show(error.instance)}"
+        return f"expected {schema.get('x-expected', 'a matching string')}, got {got}"
+    if kind == "const":
+        return f"expected {error.validator_value}, got {got}"
+    if kind == "enum":
+        return f"expected one of: {', '.join(map(str, error.validator_value))}; got {got}"
     if kind in ("minimum", "maximum", "exclusiveMinimum"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
         high = schema.get("maximum")
-        return path, f"expected a number from {low} to {high}, got {_show(error.instance)}"
+        if "exclusiveMinimum" in schema:
+            return f"expected a number greater than {schema['exclusiveMinimum']} and at most {high}, got {got}"
+        return f"expected a number from {schema.get('minimum')} to {high}, got {got}"
     if kind in ("minProperties", "maxProperties"):
-        expected = schema.get("x-expected") or "at least one entry"
-        return path, f"expected {expected}"
+        return f"expected {schema.get('x-expected') or 'at least one entry'}"
     if kind == "uniqueItems":
-        return path, "entries must not repeat"
-    return path, error.message
-
-
-def _name_of(error: jsonschema.ValidationError) -> str:
-    # propertyNames errors carry the offending key as the instance.
-    return repr(error.instance)
+        return "entries must not repeat"
+    return str(error.message)
 
 
 def _types(value: Any) -> str:
@@ -182,16 +201,18 @@ def _show(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
-        return f"{str(value).lower()} (quote it to make a string)"
+        return str(value).lower()
     if isinstance(value, (int, float)):
         return f"the number {value}"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"the date {value}"
     text = str(value)
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def cross_check(data: dict[str, Any]) -> list[tuple[KeyPath, str]]:
+def cross_check(data: dict[str, Any]) -> list[Problem]:
     """References between sections; only run once the shapes are right."""
-    problems: list[tuple[KeyPath, str]] = []
+    problems: list[Problem] = []
     repos = data.get("repos", {})
     dbs = data.get("databases") or {}
     envs = data.get("environments") or {}
@@ -203,29 +224,30 @@ def cross_check(data: dict[str, Any]) -> list[tuple[KeyPath, str]]:
     for name, svc in services.items():
         where: KeyPath = ("services", name)
         if name in RESERVED_NAMES:
-            problems.append((where, f"the name {name!r} is reserved for the agent; rename the service"))
+            problems.append(Problem(where, f"the name {name!r} is reserved for the agent; rename the service"))
         if svc["repo"] not in repos:
-            problems.append((where + ("repo",), f"no repo {svc['repo']!r} under repos; declare it or fix the name"))
+            problems.append(Problem(where + ("repo",), f"no repo {svc['repo']!r} under repos; declare it or fix the name"))
         for i, db in enumerate(svc.get("uses", [])):
             if db not in dbs:
-                problems.append((where + ("uses", i), f"{db!r} is not declared under databases"))
+                problems.append(Problem(where + ("uses", i), f"{db!r} is not declared under databases"))
         for env in svc.get("load_balancer", {}):
             if env not in envs:
-                problems.append((where + ("load_balancer", env), f"no environment {env!r} under environments"))
+                problems.append(Problem(where + ("load_balancer", env), f"no environment {env!r} under environments"))
         if "port" not in svc and ("health" in svc or svc.get("load_balancer")):
             key = "health" if "health" in svc else "load_balancer"
-            problems.append((where + (key,), "needs a port: add `port:` to the service"))
+            problems.append(Problem(where + (key,), "needs a port: add `port:` to the service"))
         if "port" in svc:
             port = svc["port"]
             if port in ports:
-                problems.append((where + ("port",), f"port {port} is already used by {format_path(ports[port])}"))
+                problems.append(Problem(where + ("port",), f"port {port} is already used by {format_path(ports[port])}"))
             ports.setdefault(port, where)
         for i, other in enumerate(svc.get("after", [])):
             if other not in services or other == name:
-                problems.append((where + ("after", i), f"{other!r} is not another service in this file"))
-    cycle = _find_cycle({n: [a for a in s.get("after", []) if a in services] for n, s in services.items()})
+                problems.append(Problem(where + ("after", i), f"{other!r} is not another service in this file"))
+    cycle = _find_cycle({n: [a for a in s.get("after", []) if a in services and a != n]
+                         for n, s in services.items()})
     if cycle:
-        problems.append((("services", cycle[0], "after"), f"start order has a cycle: {' -> '.join(cycle)}"))
+        problems.append(Problem(("services", cycle[0], "after"), f"start order has a cycle: {' -> '.join(cycle)}"))
     return problems
 
 

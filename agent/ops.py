@@ -47,7 +47,7 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
         info = infos.get(entry["name"], {})
         statename = info.get("statename", "NOT RUNNING" if supervisord != "RUNNING" else "UNKNOWN")
         probe = readiness.probe(Readiness(**entry["readiness"]), statename, current.pg.get("pg_isready"),
-                                current.pg.get("socket"), timeout=1.0)
+                                current.pg.get("socket"), timeout=1.0, up=readiness.uptime(info))
         pid = info.get("pid") or None
         uptime = now - info["start"] if statename == "RUNNING" and info.get("start") else None
         return ProgramStatus(entry["name"], entry["kind"], statename, pid, uptime, probe.ready, probe.detail)
@@ -133,8 +133,9 @@ def restart(layout: Layout, names: list[str], say: Any = print) -> None:
         spec = Readiness(**known[name]["readiness"])
 
         def check(name: str = name, spec: Readiness = spec) -> tuple[readiness.Probe, str]:
-            statename = sup.info(name)["statename"]
-            return readiness.probe(spec, statename, current.pg.get("pg_isready"), current.pg.get("socket")), statename
+            info = sup.info(name)
+            return readiness.probe(spec, info["statename"], current.pg.get("pg_isready"), current.pg.get("socket"),
+                                   up=readiness.uptime(info)), info["statename"]
 
         result = readiness.wait(check, t0 + spec.timeout)
         if not result.ready:

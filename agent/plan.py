@@ -58,6 +58,7 @@ class Readiness:
     port: int | None = None
     path: str | None = None
     timeout: float = 60.0
+    up_seconds: float = 0.0   # "running": how long the process must have stayed up
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ def _service_program(svc: Service, layout: Layout, inputs: Inputs, needs: tuple[
     if svc.health is not None:
         readiness = Readiness("http", svc.port, svc.health.path, svc.health.timeout)
     else:
-        readiness = Readiness("running", svc.port, timeout=max(30.0, svc.start_seconds + 30.0))
+        readiness = Readiness("running", svc.port, timeout=max(30.0, svc.start_seconds + 30.0),
+                              up_seconds=float(svc.start_seconds))
     return Program(
         name=svc.name, kind="service", directory=str(layout.repo_dir(svc.repo)), user=inputs.service_user,
         needs=needs, readiness=readiness, command=svc.command, environment=env, release=svc.release,

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from agent.plan import Readiness
 
@@ -28,14 +28,19 @@ class Probe:
 
 
 def probe(readiness: Readiness, state: str, pg_isready: str | None = None, pg_socket: str | None = None,
-          timeout: float = 2.0) -> Probe:
-    """Probe once. `state` is supervisord's state name for the program."""
-    # A real probe (HTTP, PostgreSQL, Redis) proves readiness even while supervisord
-    # still counts `startsecs` (STARTING); a bare "running" check must wait for RUNNING.
-    if state != "RUNNING" and not (state == "STARTING" and readiness.kind != "running"):
+          timeout: float = 2.0, up: float | None = None) -> Probe:
+    """Probe once. `state` is supervisord's state name, `up` how long the process has
+    been up (supervisord's own clock, from its process info)."""
+    if state not in ("RUNNING", "STARTING"):
         return Probe(False, f"process is {state}")
     if readiness.kind == "running":
-        return Probe(True, "running")
+        # Up for startsecs is what RUNNING means; checking the clock directly saves the
+        # up-to-a-second supervisord's event loop takes to notice.
+        if state == "RUNNING" or (up is not None and up >= readiness.up_seconds):
+            return Probe(True, "running")
+        return Probe(False, "starting")
+    # A real probe (HTTP, PostgreSQL, Redis) proves readiness even while supervisord
+    # still counts startsecs (STARTING).
     if readiness.kind == "http":
         return _http(readiness.port or 0, readiness.path or "/", timeout)
     if readiness.kind == "redis":
@@ -77,6 +82,13 @@ def _postgres(pg_isready: str, sock_dir: str | None, port: int, timeout: float) 
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Probe(False, f"pg_isready: {exc}")
     return Probe(result.returncode == 0, "accepting connections" if result.returncode == 0 else "not accepting yet")
+
+
+def uptime(info: dict[str, Any]) -> float | None:
+    """Seconds a process has been up, from supervisord's getProcessInfo."""
+    if info.get("statename") in ("RUNNING", "STARTING") and info.get("start"):
+        return float(info["now"] - info["start"])
+    return None
 
 
 def wait(check: Callable[[], tuple[Probe, str]], deadline: float) -> Probe:

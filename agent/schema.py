@@ -38,8 +38,9 @@ REPO = {
     },
 }
 
+# `redis:` with nothing after it means "with defaults", like `redis: {}`.
 POSTGRES = {
-    "type": "object",
+    "type": ["object", "null"],
     "additionalProperties": False,
     "properties": {
         "version": {"type": "integer", "minimum": 9, "maximum": 99},
@@ -48,7 +49,7 @@ POSTGRES = {
     },
 }
 
-REDIS = {"type": "object", "additionalProperties": False, "properties": {"port": PORT}}
+REDIS = {"type": ["object", "null"], "additionalProperties": False, "properties": {"port": PORT}}
 
 LOAD_BALANCER = {
     "type": "object",
