@@ -1,0 +1,753 @@
+"""A moto server on 127.0.0.1 that behaves enough like AWS to test the agent end to end.
+
+What it adds to plain moto, and why:
+
+* **The Auto Scaling lifecycle calls moto 5.2 lacks.** ``CompleteLifecycleAction`` and
+  ``RecordLifecycleActionHeartbeat`` are missing from ``moto/autoscaling/responses.py``
+  (moto answers ``NotImplementedError`` → HTTP 500). They are added as methods of moto's
+  own ``AutoScalingResponse`` class, so moto parses the parameters and serialises the XML
+  and the ``ValidationError`` bodies from the botocore model, exactly like its other
+  calls. Like AWS they refuse (``ValidationError``, HTTP 400) a hook that does not exist
+  on the group, an instance that is not in the group, a result other than CONTINUE or
+  ABANDON, and a second completion of the same action ("No active Lifecycle Action
+  found with instance ID ...": once completed, the action is gone). Successful calls are
+  recorded on the :class:`MotoServer` that served them (``lifecycle_actions``).
+* **Fault injection and a call log**, in a WSGI middleware in front of moto's app:
+  every AWS request is logged as ``ApiCall(service, action)`` in ``calls`` and may be
+  answered with a throttling error instead (see :meth:`MotoServer.inject_throttling`).
+  The error body follows the protocol of the service, so botocore parses the code and
+  its retry modes treat it as throttling: query services (autoscaling, ELB, STS) get
+  ``<ErrorResponse>`` with ``Throttling`` and HTTP 400; EC2 gets its own
+  ``<Response><Errors>`` with ``RequestLimitExceeded`` and HTTP 503, as real EC2 does;
+  JSON services (SSM) get ``{"__type": "ThrottlingException"}`` and HTTP 400.
+
+Why not ``moto.server.ThreadedMotoServer`` itself: it builds its WSGI app inside a
+private method and offers no seam for a middleware, so this module does the same three
+things it does (moto's ``DomainDispatcherApplication`` + werkzeug ``make_server`` + a
+thread) with the middleware in between.
+
+Facts about moto 5.2.1 that tests rely on (checked against moto, not assumed):
+
+* moto keeps its state per process, not per server: every ``MotoServer`` (and any
+  ``mock_aws`` in the same process) shares the same backends. ``reset()`` wipes all of
+  them through ``/moto-api/reset``. The first EC2 request after a reset loads moto's AMI
+  catalogue (~1 s the first time in a process, ~0.1 s later), which is why the pytest
+  fixture keeps one server per session and resets it per test.
+* Instances launched by an Auto Scaling group are tagged ``aws:autoscaling:groupName``
+  = group name, plus ``aws:ec2launchtemplate:id`` / ``aws:ec2launchtemplate:version``,
+  the launch template's ``TagSpecifications`` tags and the group tags with
+  ``PropagateAtLaunch=True`` (not the others). moto launches them when the group is
+  created, in state ``InService`` (there is no ``Pending:Wait``), and ignores both
+  ``LifecycleHookSpecificationList`` and the launch template's ``MetadataOptions``
+  (the instance reports ``InstanceMetadataTags: disabled``, ``HttpTokens: optional``).
+* ``describe_target_health`` (ELBv2) reports a registered running instance as
+  ``healthy`` at once: there is no ``initial`` state and no health check is run. After
+  ``deregister_targets`` the target vanishes from the unfiltered answer immediately;
+  asked for explicitly it is ``unused`` / ``Target.NotRegistered``. moto has no
+  ``draining`` state: ``deregistration_delay.timeout_seconds`` is stored (default
+  ``"300"``) and returned by ``describe_target_group_attributes`` but has no effect.
+  A stopped instance is ``unused`` / ``Target.InvalidState``.
+* Classic ELB: ``describe_instance_health`` says ``InService`` at once after
+  registration, and the instance is gone right after deregistration; connection
+  draining is off by default and has no effect either.
+* Lifecycle hooks default to ``HeartbeatTimeout`` 3600, ``DefaultResult`` ABANDON,
+  ``GlobalTimeout`` 172800.
+* ``run_instances`` accepts any AMI id without checking it, so :func:`seed_instance`
+  uses a fixed one instead of paying for ``describe_images``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+import boto3
+import flask
+import requests
+from botocore.config import Config
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import EmptyResult
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Response
+from werkzeug.wsgi import get_input_stream
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+ACCESS_KEY = "testing"
+# A real public AMI id from moto's catalogue (amzn2 x86_64); moto does not check it anyway.
+DEFAULT_IMAGE_ID = "ami-04681a1dbd79675a5"
+
+# Requests whose User-Agent carries this marker come from the harness itself (seeding,
+# the IMDS emulator reading its instance): they are neither logged nor faulted, so
+# ``calls`` counts only what the code under test does.
+HARNESS_USER_AGENT_MARKER = "unified-test-harness"
+_LEDGER_ENVIRON_KEY = "unified.harness.lifecycle_ledger"
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/\s,]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+class ApiCall(NamedTuple):
+    """One AWS request seen by the server: SigV4 service name and API action."""
+
+    service: str
+    action: str
+
+
+# --------------------------------------------------------------------------------------
+# The lifecycle calls moto lacks
+# --------------------------------------------------------------------------------------
+
+
+class LifecycleLedger:
+    """Thread-safe record of lifecycle calls, and of the actions already completed.
+
+    The ledger belongs to one :class:`MotoServer`; its middleware puts it in each request's
+    WSGI environ, where the responder finds it, so recordings never leak between servers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[dict[str, Any]] = []
+        self._completed: set[tuple[str, str, str]] = set()
+
+    def apply(self, record: dict[str, Any], key: tuple[str, str, str], completes: bool) -> bool:
+        """Record ``record`` unless ``key`` was already completed; return whether it was."""
+        with self._lock:
+            if key in self._completed:
+                return False
+            if completes:
+                self._completed.add(key)
+            self._records.append(record)
+            return True
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._records]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._completed.clear()
+
+
+def _lifecycle_call(response: AutoScalingResponse, action: str) -> EmptyResult:
+    """Validate and record one lifecycle call the way AWS validates it."""
+    group = response._get_param("AutoScalingGroupName")
+    hook = response._get_param("LifecycleHookName")
+    token = response._get_param("LifecycleActionToken")
+    instance_id = response._get_param("InstanceId")
+    result = response._get_param("LifecycleActionResult")
+    for name, value in (("AutoScalingGroupName", group), ("LifecycleHookName", hook)):
+        if not value:
+            raise ValidationError(f"1 validation error detected: {name} must not be null")
+    if not token and not instance_id:
+        raise ValidationError("Either LifecycleActionToken or InstanceId must be specified")
+    completes = action == "CompleteLifecycleAction"
+    if completes and result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError(f"Invalid LifecycleActionResult {result!r}: use CONTINUE or ABANDON")
+
+    subject = f"instance ID {instance_id}" if instance_id else f"token {token}"
+    no_action = f"No active Lifecycle Action found with {subject}"
+    backend = response.autoscaling_backend
+    if not backend.describe_lifecycle_hooks(as_name=group, lifecycle_hook_names=[hook]):
+        raise ValidationError(f"{no_action} (no lifecycle hook {hook!r} on group {group!r})")
+    if instance_id and not _instance_in_group(backend, group, instance_id):
+        raise ValidationError(f"{no_action} (instance is not in group {group!r})")
+
+    ledger = _current_ledger()
+    if ledger is not None:
+        record = {
+            "action": action,
+            "AutoScalingGroupName": group,
+            "LifecycleHookName": hook,
+            "LifecycleActionToken": token,
+            "InstanceId": instance_id,
+            "LifecycleActionResult": result,
+            "time": time.time(),
+        }
+        if not ledger.apply(record, (group, hook, instance_id or f"token:{token}"), completes):
+            raise ValidationError(no_action)
+    return EmptyResult()
+
+
+def _current_ledger() -> LifecycleLedger | None:
+    """The ledger the middleware put in this request's environ (None under ``mock_aws``).
+
+    moto's server runs each responder inside a Flask request context whose environ is the
+    very dict our middleware saw; moto's response object does not keep the request.
+    """
+    if not flask.has_request_context():
+        return None
+    ledger = flask.request.environ.get(_LEDGER_ENVIRON_KEY)
+    return ledger if isinstance(ledger, LifecycleLedger) else None
+
+
+def _instance_in_group(backend: Any, group: str, instance_id: str) -> bool:
+    found = backend.autoscaling_groups.get(group)
+    return found is not None and any(s.instance.id == instance_id for s in found.instance_states)
+
+
+def _complete_lifecycle_action(self: AutoScalingResponse) -> EmptyResult:
+    return _lifecycle_call(self, "CompleteLifecycleAction")
+
+
+def _record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> EmptyResult:
+    return _lifecycle_call(self, "RecordLifecycleActionHeartbeat")
+
+
+def install_lifecycle_actions() -> None:
+    """Teach moto's Auto Scaling responder the two lifecycle calls (idempotent).
+
+    moto dispatches an action to the responder method of the same snake_case name, so
+    adding the methods to the class is all it takes; moto's serializer then produces the
+    AWS XML. It also serves ``mock_aws`` users in this process (without recording).
+    """
+    AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action  # type: ignore[attr-defined]
+    AutoScalingResponse.record_lifecycle_action_heartbeat = _record_lifecycle_action_heartbeat  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------
+# Request identification and injected faults
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Fault:
+    """A pending injected error: answer the next ``remaining`` matching requests with it."""
+
+    action: str | None
+    service: str | None
+    remaining: int
+    status: int | None = None  # None: the protocol's throttling status
+    code: str | None = None  # None: the protocol's throttling code
+    message: str = "Rate exceeded"
+
+    def matches(self, call: ApiCall) -> bool:
+        return (
+            self.remaining > 0
+            and self.action in (None, call.action)
+            and self.service in (None, call.service)
+        )
+
+
+def _buffer_body(environ: WSGIEnvironment) -> bytes:
+    """Read the request body and put it back, so moto can read it again."""
+    body = get_input_stream(environ).read()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+def identify(environ: WSGIEnvironment, body: bytes) -> ApiCall:
+    """Name the service (SigV4 credential scope) and action (``Action`` or ``X-Amz-Target``)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    service = scope.group(1) if scope else (target.split(".", 1)[0] or "unknown")
+    if target:
+        return ApiCall(service, target.rsplit(".", 1)[-1])
+    params = parse_qs(environ.get("QUERY_STRING", ""))
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        params.update(parse_qs(body.decode("utf-8", "replace")))
+    return ApiCall(service, params.get("Action", ["unknown"])[0])
+
+
+def _error_response(environ: WSGIEnvironment, call: ApiCall, fault: _Fault) -> Response:
+    """An AWS error in the wire format botocore expects for this service's protocol."""
+    request_id = str(uuid.uuid4())
+    if environ.get("HTTP_X_AMZ_TARGET"):  # JSON protocol (SSM, ...)
+        code = fault.code or "ThrottlingException"
+        return Response(
+            json.dumps({"__type": code, "message": fault.message}),
+            status=fault.status or 400,
+            headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": code},
+            content_type="application/x-amz-json-1.1",
+        )
+    if call.service == "ec2":  # EC2's own protocol and throttling code
+        code = fault.code or "RequestLimitExceeded"
+        body = (
+            f"<Response><Errors><Error><Code>{escape(code)}</Code>"
+            f"<Message>{escape(fault.message)}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+        return Response(body, status=fault.status or 503, content_type="text/xml")
+    code = fault.code or "Throttling"
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code>"
+        f"<Message>{escape(fault.message)}</Message></Error>"
+        f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return Response(body, status=fault.status or 400, content_type="text/xml")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the one-line-per-request access log (errors still log)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------
+
+
+class MotoServer:
+    """moto on ``127.0.0.1:<free port>`` with lifecycle calls, faults and a call log.
+
+    Use as a context manager (or ``start()``/``stop()``). Everything it records is
+    thread-safe; the list properties return snapshots.
+    """
+
+    def __init__(self, region: str = REGION) -> None:
+        install_lifecycle_actions()
+        self.region = region
+        self._lock = threading.Lock()
+        self._calls: list[ApiCall] = []
+        self._faults: list[_Fault] = []
+        self._ledger = LifecycleLedger()
+        self._app: WSGIApplication = DomainDispatcherApplication(create_backend_app)
+        # One boto3 session for every client: a fresh session reloads botocore's models
+        # (~0.3 s each); creating clients from a shared session is serialised by the lock.
+        self._session = boto3.session.Session()
+        self._session_lock = threading.Lock()
+        self._internal_clients: dict[str, Any] = {}
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> MotoServer:
+        self._server = make_server(
+            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # so stop() takes 50 ms, not 500
+            name="moto-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+        self._internal_clients.clear()  # they point at this server's port
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        if self._server is None:
+            raise RuntimeError("MotoServer is not running")
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def reset(self) -> None:
+        """Wipe moto's state (all backends, process-wide), the call log, faults and ledger."""
+        requests.post(f"{self.url}/moto-api/reset", timeout=30).raise_for_status()
+        with self._lock:
+            self._calls.clear()
+            self._faults.clear()
+        self._ledger.clear()
+
+    # what a subprocess and an in-process client need -------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess whose boto3 must reach this server and nothing else.
+
+        ``AWS_CONFIG_FILE``/``AWS_SHARED_CREDENTIALS_FILE`` point at ``/dev/null`` so the
+        developer's own profiles, regions or endpoint overrides cannot leak in, and
+        ``NO_PROXY`` keeps a proxy configured on the host away from loopback. Callers should
+        drop any inherited ``AWS_*`` variable first (``fixtures.subprocess_env`` does).
+        """
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": ACCESS_KEY,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
+    def client(self, service_name: str, *, internal: bool = False, **config: Any) -> Any:
+        """A boto3 client for this server; ``config`` goes to ``botocore.config.Config``.
+
+        ``internal=True`` marks the requests as the harness's own (not logged, not faulted);
+        such clients (without ``config``) are cached, as seeding asks for them often.
+        """
+        cacheable = internal and not config
+        if internal:
+            config["user_agent_extra"] = HARNESS_USER_AGENT_MARKER
+        with self._session_lock:
+            if cacheable and service_name in self._internal_clients:
+                return self._internal_clients[service_name]
+            client = self._session.client(
+                service_name,
+                endpoint_url=self.url,
+                region_name=self.region,
+                aws_access_key_id=ACCESS_KEY,
+                aws_secret_access_key=ACCESS_KEY,
+                config=Config(**config),
+            )
+            if cacheable:
+                self._internal_clients[service_name] = client
+            return client
+
+    # observations --------------------------------------------------------------------
+
+    @property
+    def calls(self) -> list[ApiCall]:
+        """Every AWS request from code under test, in arrival order (faulted ones too)."""
+        with self._lock:
+            return list(self._calls)
+
+    def call_count(self, action: str | None = None, service: str | None = None) -> int:
+        """How many requests matched ``action`` and ``service`` (None matches any)."""
+        return sum(
+            1 for c in self.calls if action in (None, c.action) and service in (None, c.service)
+        )
+
+    @property
+    def lifecycle_actions(self) -> list[dict[str, Any]]:
+        """Accepted CompleteLifecycleAction/RecordLifecycleActionHeartbeat calls, in order.
+
+        Keys: action, AutoScalingGroupName, LifecycleHookName, LifecycleActionToken,
+        InstanceId, LifecycleActionResult (None for heartbeats), time (epoch seconds).
+        """
+        return self._ledger.snapshot()
+
+    # fault injection -------------------------------------------------------------------
+
+    def inject_throttling(
+        self, action: str | None, count: int = 1, *, service: str | None = None
+    ) -> None:
+        """Throttle the next ``count`` requests for ``action`` (None: any action).
+
+        ``service`` (SigV4 name: "ec2", "elasticloadbalancing", "autoscaling", "ssm")
+        narrows it where action names collide (``DescribeTags`` exists in three).
+        """
+        self._add_fault(_Fault(action, service, count))
+
+    def inject_error(
+        self,
+        action: str | None,
+        count: int = 1,
+        *,
+        status: int,
+        code: str,
+        message: str,
+        service: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching requests with any AWS error, e.g. 500."""
+        self._add_fault(_Fault(action, service, count, status, code, message))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _add_fault(self, fault: _Fault) -> None:
+        if fault.remaining < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, call: ApiCall) -> _Fault | None:
+        """Log the call and consume the first matching fault, atomically."""
+        with self._lock:
+            self._calls.append(call)
+            fault = next((f for f in self._faults if f.matches(call)), None)
+            if fault is not None:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+            return fault
+
+    # the middleware ------------------------------------------------------------------
+
+    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            return self._app(environ, start_response)
+        if HARNESS_USER_AGENT_MARKER not in environ.get("HTTP_USER_AGENT", ""):
+            call = identify(environ, _buffer_body(environ))
+            fault = self._take_fault(call)
+            if fault is not None:
+                return _error_response(environ, call, fault)(environ, start_response)
+        environ[_LEDGER_ENVIRON_KEY] = self._ledger
+        return self._app(environ, start_response)
+
+
+# --------------------------------------------------------------------------------------
+# Seeding
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeededInstance:
+    """What :func:`seed_instance` created; ``None`` for the parts not asked for."""
+
+    instance_id: str
+    image_id: str
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    availability_zone: str
+    private_ip: str
+    target_group_arn: str | None = None
+    load_balancer_arn: str | None = None
+    classic_elb_name: str | None = None
+    auto_scaling_group_name: str | None = None
+    launch_template_id: str | None = None
+    launch_hook_name: str | None = None
+    terminate_hook_name: str | None = None
+
+
+def seed_instance(
+    server: MotoServer,
+    *,
+    tags: Mapping[str, str] | None = None,
+    instance_type: str = "t3.micro",
+    image_id: str = DEFAULT_IMAGE_ID,
+    target_group: str | None = None,
+    target_group_protocol: str = "HTTP",
+    target_group_port: int = 8000,
+    deregistration_delay: int | None = None,
+    classic_elb: str | None = None,
+    auto_scaling_group: str | None = None,
+    launch_hook: str | None = "launching",
+    terminate_hook: str | None = "terminating",
+    heartbeat_timeout: int = 3600,
+) -> SeededInstance:
+    """Create a running instance with ``tags`` and, optionally, what it plugs into.
+
+    * A VPC with subnets in ``<region>a`` and ``<region>b`` (an ALB needs two zones);
+      the instance lives in the first.
+    * ``target_group``: an ELBv2 target group of that name (``HTTP`` → behind an ALB,
+      ``TCP`` → behind an NLB, with a listener forwarding to it) — nothing registered;
+      ``deregistration_delay`` sets ``deregistration_delay.timeout_seconds``.
+    * ``classic_elb``: a classic ELB of that name (HTTP 80 → ``target_group_port``).
+    * ``auto_scaling_group``: a launch template and a group of one; the instance is the
+      one the group launched (moto tags it ``aws:autoscaling:groupName``), ``tags`` are
+      group tags with ``PropagateAtLaunch``, and the hooks ``launch_hook``
+      (``autoscaling:EC2_INSTANCE_LAUNCHING``) and ``terminate_hook``
+      (``EC2_INSTANCE_TERMINATING``) are put on it (None skips one). The target group is
+      not attached to the group: the agent registers the instance itself.
+
+    Seeding goes through boto3 marked as harness traffic, so it is not in ``calls``.
+    """
+    ec2 = server.client("ec2", internal=True)
+    zones = (f"{server.region}a", f"{server.region}b")
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet_ids = tuple(
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)[
+            "Subnet"
+        ]["SubnetId"]
+        for i, zone in enumerate(zones, start=1)
+    )
+    tags = dict(tags or {})
+    parts: dict[str, Any] = {}
+    if auto_scaling_group:
+        parts.update(
+            _seed_group(
+                server,
+                auto_scaling_group,
+                tags,
+                image_id,
+                instance_type,
+                subnet_ids[0],
+                launch_hook,
+                terminate_hook,
+                heartbeat_timeout,
+            )
+        )
+        instance_id = parts.pop("instance_id")
+    else:
+        instance_id = _run_instance(ec2, tags, image_id, instance_type, subnet_ids[0])
+    if target_group:
+        parts.update(
+            _seed_target_group(
+                server,
+                target_group,
+                target_group_protocol,
+                target_group_port,
+                deregistration_delay,
+                vpc_id,
+                subnet_ids,
+            )
+        )
+    if classic_elb:
+        server.client("elb", internal=True).create_load_balancer(
+            LoadBalancerName=classic_elb,
+            Listeners=[
+                {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": target_group_port}
+            ],
+            Subnets=list(subnet_ids),
+        )
+        parts["classic_elb_name"] = classic_elb
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return SeededInstance(
+        instance_id=instance_id,
+        image_id=instance["ImageId"],
+        vpc_id=vpc_id,
+        subnet_ids=subnet_ids,
+        availability_zone=instance["Placement"]["AvailabilityZone"],
+        private_ip=instance["PrivateIpAddress"],
+        **parts,
+    )
+
+
+_METADATA_OPTIONS = {"HttpTokens": "required", "InstanceMetadataTags": "enabled"}
+
+
+def _run_instance(
+    ec2: Any, tags: Mapping[str, str], image_id: str, instance_type: str, subnet_id: str
+) -> str:
+    extra: dict[str, Any] = {}
+    if tags:
+        extra["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ]
+    reservation = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType=instance_type,
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet_id,
+        MetadataOptions=_METADATA_OPTIONS,
+        **extra,
+    )
+    return str(reservation["Instances"][0]["InstanceId"])
+
+
+def _seed_group(
+    server: MotoServer,
+    name: str,
+    tags: Mapping[str, str],
+    image_id: str,
+    instance_type: str,
+    subnet_id: str,
+    launch_hook: str | None,
+    terminate_hook: str | None,
+    heartbeat_timeout: int,
+) -> dict[str, Any]:
+    ec2 = server.client("ec2", internal=True)
+    autoscaling = server.client("autoscaling", internal=True)
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"{name}-template",
+        LaunchTemplateData={
+            "ImageId": image_id,
+            "InstanceType": instance_type,
+            "MetadataOptions": _METADATA_OPTIONS,
+        },
+    )["LaunchTemplate"]
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": "$Latest"},
+        MinSize=1,
+        MaxSize=1,
+        DesiredCapacity=1,
+        VPCZoneIdentifier=subnet_id,
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
+    )
+    for hook, transition in (
+        (launch_hook, "autoscaling:EC2_INSTANCE_LAUNCHING"),
+        (terminate_hook, "autoscaling:EC2_INSTANCE_TERMINATING"),
+    ):
+        if hook:
+            autoscaling.put_lifecycle_hook(
+                AutoScalingGroupName=name,
+                LifecycleHookName=hook,
+                LifecycleTransition=transition,
+                HeartbeatTimeout=heartbeat_timeout,
+                DefaultResult="ABANDON",
+            )
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return {
+        "instance_id": group["AutoScalingGroups"][0]["Instances"][0]["InstanceId"],
+        "auto_scaling_group_name": name,
+        "launch_template_id": template["LaunchTemplateId"],
+        "launch_hook_name": launch_hook,
+        "terminate_hook_name": terminate_hook,
+    }
+
+
+def _seed_target_group(
+    server: MotoServer,
+    name: str,
+    protocol: str,
+    port: int,
+    deregistration_delay: int | None,
+    vpc_id: str,
+    subnet_ids: tuple[str, ...],
+) -> dict[str, Any]:
+    elbv2 = server.client("elbv2", internal=True)
+    http = protocol.upper() in ("HTTP", "HTTPS")
+    balancer = elbv2.create_load_balancer(
+        Name=f"{name[:28]}-lb",
+        Subnets=list(subnet_ids),
+        Type="application" if http else "network",
+    )["LoadBalancers"][0]
+    group = elbv2.create_target_group(
+        Name=name, Protocol=protocol, Port=port, VpcId=vpc_id, TargetType="instance"
+    )["TargetGroups"][0]
+    elbv2.create_listener(
+        LoadBalancerArn=balancer["LoadBalancerArn"],
+        Protocol="HTTP" if http else "TCP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group["TargetGroupArn"]}],
+    )
+    if deregistration_delay is not None:
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=group["TargetGroupArn"],
+            Attributes=[
+                {"Key": "deregistration_delay.timeout_seconds", "Value": str(deregistration_delay)}
+            ],
+        )
+    return {
+        "target_group_arn": group["TargetGroupArn"],
+        "load_balancer_arn": balancer["LoadBalancerArn"],
+    }
+
+
+__all__ = [
+    "ACCOUNT_ID",
+    "DEFAULT_IMAGE_ID",
+    "HARNESS_USER_AGENT_MARKER",
+    "REGION",
+    "ApiCall",
+    "MotoServer",
+    "SeededInstance",
+    "identify",
+    "install_lifecycle_actions",
+    "seed_instance",
+]
