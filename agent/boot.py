@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,7 @@ class Box:
     def __init__(self, layout: Layout, plan: Plan, inputs: Inputs, say: Say = print):
         self.layout, self.plan, self.inputs, self.say = layout, plan, inputs, say
         self.supervisor = Supervisor(layout)
+        self._initdb_done: Future[None] | None = None
 
     # -- files -------------------------------------------------------------------------
     def render(self) -> list[Path]:
@@ -80,9 +82,14 @@ class Box:
         current = state.load(self.layout) or state.State()
         with steps("render"):
             changed = self.render()
+        # initdb needs no supervisord: on a first boot, run it while supervisord starts
+        pending_initdb = None
+        if any(p.name == "postgres" for p in self.plan.programs) and not databases.initialised(self.layout):
+            pending_initdb = ThreadPoolExecutor(1).submit(self._initdb, self.plan.program("postgres"), steps)
         with steps("supervisord"):
             if not self.supervisor.start_daemon() and changed:
                 self.supervisor.update()
+        self._initdb_done = pending_initdb
         nodes = self._graph(current, steps)
         errors = {n: e for n, e in graph.run(nodes).items() if e is not None}
         current.record_plan(self.plan)
@@ -111,9 +118,8 @@ class Box:
 
     def _action(self, program: Program, current: state.State, steps: state.Steps, running: bool) -> Callable[[], None]:
         def act() -> None:
-            if program.name == "postgres" and not databases.initialised(self.layout):
-                with steps("initdb"):
-                    databases.initdb(self.layout, self.inputs.tools, program.user)
+            if program.name == "postgres" and self._initdb_done is not None:
+                self._initdb_done.result()  # raises what initdb raised
             if program.kind == "service" and program.release:
                 self._release(program, current, steps)
             if running:
@@ -129,6 +135,10 @@ class Box:
                 with steps("create databases"):
                     self._provision(program)
         return act
+
+    def _initdb(self, program: Program, steps: state.Steps) -> None:
+        with steps("initdb"):
+            databases.initdb(self.layout, self.inputs.tools, program.user)
 
     def _provision(self, program: Program) -> None:
         databases.provision(self.layout, self.inputs.tools, program.user, program.port or 5432,

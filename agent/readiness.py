@@ -25,6 +25,7 @@ MAX_POLL_SECONDS = 0.5
 class Probe:
     ready: bool
     detail: str
+    retry_in: float | None = None  # when the answer is known to change (a start timer)
 
 
 def probe(readiness: Readiness, state: str, pg_isready: str | None = None, pg_socket: str | None = None,
@@ -38,7 +39,7 @@ def probe(readiness: Readiness, state: str, pg_isready: str | None = None, pg_so
         # up-to-a-second supervisord's event loop takes to notice.
         if state == "RUNNING" or (up is not None and up >= readiness.up_seconds):
             return Probe(True, "running")
-        return Probe(False, "starting")
+        return Probe(False, "starting", retry_in=readiness.up_seconds - up if up is not None else None)
     # A real probe (HTTP, PostgreSQL, Redis) proves readiness even while supervisord
     # still counts startsecs (STARTING).
     if readiness.kind == "http":
@@ -104,5 +105,6 @@ def wait(check: Callable[[], tuple[Probe, str]], deadline: float) -> Probe:
             return Probe(False, f"process is {state}")
         if time.monotonic() >= deadline:
             return Probe(False, f"not ready in time: {result.detail}")
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        nap = min(pause, result.retry_in) if result.retry_in is not None else pause
+        time.sleep(max(0.0, min(nap, deadline - time.monotonic())))
         pause = min(pause * 1.5, MAX_POLL_SECONDS)  # quick at first, gentle on slow starters
