@@ -105,12 +105,24 @@ def shop_repo() -> Iterator[Path]:
     base.chmod(0o755)
     repo = base / "shop"
     shutil.copytree(REPO / "examples", repo / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "tests/apps", repo / "testapps", ignore=shutil.ignore_patterns("__pycache__"))
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     subprocess.run(git + ["init", "-q", "-b", "main", str(repo)], check=True)
     subprocess.run(git + ["-C", str(repo), "add", "-A"], check=True)
     subprocess.run(git + ["-C", str(repo), "commit", "-qm", "shop"], check=True)
     yield repo
     shutil.rmtree(base, ignore_errors=True)
+
+
+def echo_service(name: str, port: int, env: str = "", extra: str = "") -> str:
+    """A services.yaml entry for tests/apps/echo.py (in the test repo as testapps/)."""
+    return f"""\
+  {name}:
+    repo: shop
+    command: {sys.executable} -m testapps.echo
+    port: {port}
+    health: {{path: /health, timeout: 20}}
+{env}{extra}"""
 
 
 def stack_yaml(repo: Path, ports: dict[str, int], extra_services: str = "", api_env: str = "") -> str:

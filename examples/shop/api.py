@@ -21,10 +21,6 @@ class Api(Handler):
             ms = int(parse_qs(url.query).get("ms", ["200"])[0])
             time.sleep(min(ms, 10_000) / 1000)
             self.send_json(200, {"slept_ms": ms, "pid": os.getpid()})
-        elif url.path == "/env":
-            # echoes one variable, to prove configuration reaches the process
-            key = parse_qs(url.query).get("key", [""])[0]
-            self.send_json(200, {"key": key, "value": os.environ.get(key)})
         elif url.path.startswith("/orders/"):
             conn = db()
             rows = conn.run("SELECT id, item, status FROM orders WHERE id = :id", id=int(url.path.rsplit("/", 1)[1]))

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import Agent, free_ports, make_root, processes_under, stack_yaml
+from tests.conftest import Agent, echo_service, free_ports, make_root, processes_under, stack_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +35,12 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 10) 
 
 @pytest.fixture(scope="module")
 def box(shop_repo: Path) -> Iterator[tuple[Agent, dict[str, int]]]:
-    names = ["postgres", "redis", "api", "front"]
+    names = ["postgres", "redis", "api", "front", "echo"]
     ports = dict(zip(names, free_ports(len(names))))
     root = make_root()
     services = root.parent / f"{root.name}.services.yaml"
-    services.write_text(stack_yaml(shop_repo, ports, api_env=f"      WEIRD: {json.dumps(WEIRD, ensure_ascii=False)}"))
+    echo = echo_service("echo", ports["echo"], env=f"    env:\n      WEIRD: {json.dumps(WEIRD, ensure_ascii=False)}\n")
+    services.write_text(stack_yaml(shop_repo, ports, extra_services=echo))
     agent = Agent(root, services)
     agent("bake", check=True)
     agent("boot", "--mode", "review", check=True)
@@ -55,7 +56,7 @@ def test_boot_reports_every_program_running_and_ready(box: tuple[Agent, dict[str
     assert code == 0, report
     assert report["role"] == {"mode": "review", "service": None}
     programs = {p["name"]: p for p in report["programs"]}
-    assert set(programs) == {"postgres", "redis", "shop-api", "shop-worker", "shop-front"}
+    assert set(programs) == {"postgres", "redis", "shop-api", "shop-worker", "shop-front", "echo"}
     for p in programs.values():
         assert p["state"] in ("RUNNING", "STARTING") and p["ready"] and p["pid"] > 0, p
     step_names = [s["name"] for s in report["steps"]]
@@ -86,10 +87,10 @@ def test_request_in_job_done_row_changed(box: tuple[Agent, dict[str, int]]) -> N
 
 def test_environment_reaches_the_process_byte_for_byte(box: tuple[Agent, dict[str, int]]) -> None:
     _, ports = box
-    _, echoed = http("GET", f"http://127.0.0.1:{ports['api']}/env?key=WEIRD")
+    _, echoed = http("GET", f"http://127.0.0.1:{ports['echo']}/env?key=WEIRD")
     assert echoed["value"] == WEIRD
-    _, port = http("GET", f"http://127.0.0.1:{ports['api']}/env?key=PORT")
-    assert port["value"] == str(ports["api"])
+    _, port = http("GET", f"http://127.0.0.1:{ports['echo']}/env?key=PORT")
+    assert port["value"] == str(ports["echo"])
 
 
 def test_secrets_stay_in_private_files(box: tuple[Agent, dict[str, int]]) -> None:
