@@ -101,8 +101,8 @@ class Box:
             state.save(self.layout, current)
             raise AgentError("boot failed: " + current.last_error,
                              lines=[f"boot failed: {n}: {e}" for n, e in root_causes.items()])
-        if changed or [s for s in steps.steps if s["name"].startswith(("start", "release", "initdb"))] \
-                or current.booted_at is None or current.last_error:
+        did_work = any(s["name"].startswith(("start", "release", "initdb")) for s in steps.steps)
+        if changed or did_work or current.booted_at is None or current.last_error:
             current.steps = steps.steps
             current.booted_at = time.time()
             current.boot_seconds = round(steps.total(), 3)

@@ -190,7 +190,7 @@ def _types(value: Any) -> str:
     names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
              "number": "a number", "boolean": "true or false", "null": "nothing"}
     values = value if isinstance(value, list) else [value]
-    return " or ".join(names.get(v, v) for v in values)
+    return " or ".join(names.get(str(v), str(v)) for v in values)
 
 
 def _show(value: Any) -> str:

@@ -59,14 +59,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("boot", cmd_boot, "bring this box up for its role (from IMDS tags unless --mode is given)")
     _role_args(p)
+    p.add_argument("--imds-deadline", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to keep retrying the instance metadata service (default 60)")
+    p.add_argument("--heartbeat-interval", type=float, default=None, metavar="SECONDS",
+                   help="lifecycle hook heartbeat period while booting (default: a third of the hook's timeout)")
     p = command("status", cmd_status, "each program's state and readiness; exit 0 all ready, 3 otherwise")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = command("restart", cmd_restart, "restart services (all by default), each ready again before returning")
+    p = command("restart", cmd_restart, "restart services (all by default), each ready again before returning; "
+                "outside review, drain from the load balancer first")
     p.add_argument("names", nargs="*", metavar="SERVICE")
-    command("stop", cmd_stop, "stop every program, the databases and supervisord")
+    _operate_args(p)
+    p = command("stop", cmd_stop, "stop every program, the databases and supervisord (draining first)")
+    _operate_args(p)
     p = command("bake", cmd_bake, "put every repo at its ref under the root and build it (image build time)")
     p.add_argument("--jobs", type=int, default=4, help="repos baked in parallel (default 4)")
     return parser
+
+
+def _operate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wait at most this long for draining (default: the load balancer's own delay)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for another agent operation to finish (default 600)")
 
 
 def _role_args(p: argparse.ArgumentParser) -> None:
@@ -90,7 +104,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(layout: Layout, cat: Any, generate_secrets: bool) -> Any:
+def _inputs(layout: Layout, cat: Any, generate_secrets: bool, config_vars: dict[str, str] | None = None) -> Any:
     from agent import databases
     from agent.plan import Inputs
     tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
@@ -99,14 +113,12 @@ def _inputs(layout: Layout, cat: Any, generate_secrets: bool) -> Any:
         kwargs = {"pg_password": databases.password(layout, "postgres"),
                   "redis_password": databases.password(layout, "redis")}
     return Inputs(tools=tools, service_user=databases.system_user(SERVICE_USER),
-                  postgres_user=databases.system_user("postgres"), redis_user=databases.system_user("redis"), **kwargs)
+                  postgres_user=databases.system_user("postgres"), redis_user=databases.system_user("redis"),
+                  config_vars=dict(config_vars or {}), **kwargs)
 
 
 def _role(args: argparse.Namespace, cat: Any) -> Any:
     from agent import role
-    if args.mode is None:
-        raise BadInput("--mode is required here: review, staging or production "
-                       "(identity from instance tags needs staging/production support)")
     return role.resolve(cat, args.mode, args.service)
 
 
@@ -127,18 +139,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     from agent import lock
-    from agent.boot import Box
-    from agent.plan import make_plan
     layout = _layout(args)
-    cat = _catalog(args)
-    role = _role(args, cat)
-    _require_checkouts(layout, cat, role)
-    with lock.exclusive(layout, "boot"):
-        inputs = _inputs(layout, cat, generate_secrets=role.mode == "review")
-        plan = make_plan(cat, role, layout, inputs)
-        current = Box(layout, plan, inputs).boot()
-    print(f"booted {role.mode}: {len(plan.programs)} programs ready in {current.boot_seconds or 0:.1f}s")
+    _logging()
+    if args.mode == "review":
+        from agent.boot import Box
+        from agent.plan import make_plan
+        cat = _catalog(args)
+        role = _role(args, cat)
+        _require_checkouts(layout, cat, role)
+        with lock.exclusive(layout, "boot"):
+            inputs = _inputs(layout, cat, generate_secrets=True)
+            plan = make_plan(cat, role, layout, inputs)
+            current = Box(layout, plan, inputs).boot()
+        print(f"booted review: {len(plan.programs)} programs ready in {current.boot_seconds or 0:.1f}s")
+    else:
+        from agent import instance
+        from agent.imds import Imds
+
+        def inputs_for(cat: Any, role: Any, config: dict[str, str]) -> Any:
+            return _inputs(layout, cat, generate_secrets=role.mode == "review", config_vars=config)
+
+        with lock.exclusive(layout, "boot"):
+            current = instance.boot(layout, lambda: _catalog(args), inputs_for, args.mode, args.service,
+                                    checkouts=lambda cat, role: _require_checkouts(layout, cat, role),
+                                    imds=Imds(deadline=args.imds_deadline), heartbeat_interval=args.heartbeat_interval)
+        who = current.role
+        print(f"booted {who['mode']}" + (f" ({who['service']})" if who.get("service") else "")
+              + f" in {current.boot_seconds or 0:.1f}s")
     return cmd_status(argparse.Namespace(root=args.root, json=False))
+
+
+def _logging() -> None:
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _require_checkouts(layout: Layout, cat: Any, role: Any) -> None:
@@ -158,20 +193,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from agent import lock, ops
+    from agent import instance, lock, ops, state
     layout = _layout(args)
-    with lock.exclusive(layout, "restart"):
-        ops.restart(layout, args.names)
+    _logging()
+    with lock.exclusive(layout, "restart", wait=args.wait):
+        current = state.load(layout)
+        if current is not None and current.registrations:
+            instance.restart(layout, args.names, args.drain_timeout)
+        else:
+            ops.restart(layout, args.names)
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from agent import lock, ops, state
+    from agent import instance, lock, ops, state
     layout = _layout(args)
-    with lock.exclusive(layout, "stop"):
+    _logging()
+    with lock.exclusive(layout, "stop", wait=args.wait):
         current = state.load(layout)
         services = [p["name"] for p in current.programs if p["kind"] == "service"] if current else []
-        ops.stop_all(layout, services)
+        if current is not None and current.registrations:
+            instance.stop(layout, services, args.drain_timeout)
+        else:
+            ops.stop_all(layout, services)
     print(f"stopped everything under {layout.root}")
     return 0
 

@@ -61,7 +61,7 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
         "programs": [p.__dict__ for p in programs], "steps": current.steps,
         "boot_seconds": current.boot_seconds, "booted_at": current.booted_at,
         "last_error": current.last_error, "registrations": current.registrations,
-        "agent_version": current.agent_version,
+        "agent_version": current.agent_version, "config": current.config, "identity": current.identity,
     }
     return report, 0 if ok else EXIT_NOT_READY
 
@@ -78,6 +78,15 @@ def format_status(report: dict[str, Any]) -> str:
         uptime = _duration(p["uptime"]) if p["uptime"] is not None else "-"
         ready = "yes" if p["ready"] else f"no ({p['detail']})"
         lines.append(f"{p['name']:<24} {p['state']:<12} {p['pid'] or '-':>7} {uptime:>9}  {ready}")
+    if report.get("identity"):
+        ident = report["identity"]
+        lines.insert(1, f"instance: {ident.get('instance_id')} in {ident.get('availability_zone')}"
+                        + (f", group {ident['group']}" if ident.get("group") else ""))
+    for reg in report.get("registrations") or []:
+        where = f"target group {reg['target_group']}" if reg.get("target_group") else f"classic ELB {reg['classic_elb']}"
+        lines.append(f"registered: {where}, port {reg['port']}")
+    if report.get("config"):
+        lines.append(f"config vars from {report['config']['path']}: {', '.join(report['config']['keys'])}")
     if report.get("steps"):
         steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in report["steps"])
         lines.append(f"last boot: {report['boot_seconds']:.2f}s ({steps})")

@@ -126,7 +126,7 @@ def make_plan(catalog: Catalog, role: Role, layout: Layout, inputs: Inputs) -> P
     svc = catalog.services[role.service]
     program = _service_program(svc, layout, inputs, needs=(), extra=inputs.config_vars)
     program = replace(program, secret_keys=tuple(sorted(inputs.config_vars)))
-    regs = ()
+    regs: tuple[Registration, ...] = ()
     lb = svc.load_balancer.get(role.mode)
     if lb is not None and svc.port is not None:
         regs = (Registration(svc.name, svc.port, lb.target_group, lb.classic_elb),)

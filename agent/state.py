@@ -22,7 +22,10 @@ class State:
     programs: list[dict[str, Any]] = field(default_factory=list)   # name, kind, readiness, port
     steps: list[dict[str, Any]] = field(default_factory=list)      # name, seconds
     releases: dict[str, str] = field(default_factory=dict)         # service -> release key done
-    registrations: list[dict[str, Any]] = field(default_factory=list)
+    registrations: list[dict[str, Any]] = field(default_factory=list)  # agent.elb.Target fields
+    identity: dict[str, Any] = field(default_factory=dict)         # instance id, region, zone, group
+    hook_completed: str | None = None                              # instance id whose launch hook is done
+    config: dict[str, Any] = field(default_factory=dict)           # SSM path and the keys (never values)
     booted_at: float | None = None
     boot_seconds: float | None = None
     last_error: str | None = None

@@ -43,6 +43,7 @@ class Echo(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    time.sleep(float(os.environ.get("START_DELAY", "0")))  # a slow starter, for tests
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Echo)
     server.daemon_threads = False
     server.block_on_close = True  # finish requests in flight on SIGTERM

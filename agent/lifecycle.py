@@ -1,0 +1,99 @@
+"""Auto Scaling lifecycle hooks: complete them, and keep them alive while we work.
+
+A launching instance stays in Pending:Wait until the agent completes the hook with
+CONTINUE (it serves) or ABANDON (the group replaces it). A slow start or a long drain
+sends heartbeats so the hook does not time out under us. Completing a hook that is no
+longer pending (a reboot of an instance already in service) is not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from agent import aws
+from agent.errors import AgentError
+
+log = logging.getLogger("agent.lifecycle")
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+GROUP_TAG = "aws:autoscaling:groupName"
+
+
+@dataclass
+class Hook:
+    group: str
+    name: str
+    instance_id: str
+    region: str
+    heartbeat_timeout: float = 3600.0
+
+    def _client(self) -> Any:
+        return aws.client("autoscaling", self.region)
+
+    def complete(self, result: str) -> bool:
+        """CONTINUE or ABANDON; False when there was no pending action to complete."""
+        try:
+            self._client().complete_lifecycle_action(
+                AutoScalingGroupName=self.group, LifecycleHookName=self.name,
+                InstanceId=self.instance_id, LifecycleActionResult=result)
+            return True
+        except Exception as exc:
+            if not aws.is_aws_error(exc):
+                raise
+            if aws.error_code(exc) == "ValidationError" and "No active Lifecycle Action" in str(exc):
+                log.info("lifecycle hook %s has no pending action for %s", self.name, self.instance_id)
+                return False
+            raise AgentError(f"completing lifecycle hook {self.name} with {result} failed: "
+                             f"{aws.error_code(exc) or exc}") from None
+
+    def heartbeat(self) -> None:
+        self._client().record_lifecycle_action_heartbeat(
+            AutoScalingGroupName=self.group, LifecycleHookName=self.name, InstanceId=self.instance_id)
+
+    def heartbeats(self, every: float | None = None) -> "Heartbeats":
+        """A context manager sending heartbeats every `every` seconds (default: a third
+        of the hook's heartbeat timeout) until it exits."""
+        return Heartbeats(self, every if every is not None else max(1.0, self.heartbeat_timeout / 3))
+
+
+class Heartbeats:
+    def __init__(self, hook: Hook, every: float):
+        self.hook, self.every = hook, every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
+        self.sent = 0
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                self.hook.heartbeat()
+                self.sent += 1
+            except Exception as exc:  # a missed heartbeat must not kill the boot
+                log.warning("lifecycle heartbeat for %s failed: %s", self.hook.name, aws.error_code(exc) or exc)
+
+    def __enter__(self) -> "Heartbeats":
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
+def find_hook(group: str, instance_id: str, region: str, transition: str) -> Hook | None:
+    """The group's hook for `transition` (launching or terminating), if it has one."""
+    try:
+        found = aws.client("autoscaling", region).describe_lifecycle_hooks(AutoScalingGroupName=group)
+    except Exception as exc:
+        if not aws.is_aws_error(exc):
+            raise
+        raise AgentError(f"reading lifecycle hooks of {group} failed: {aws.error_code(exc) or exc}") from None
+    for hook in found.get("LifecycleHooks", []):
+        if hook.get("LifecycleTransition") == transition:
+            return Hook(group, hook["LifecycleHookName"], instance_id, region,
+                        float(hook.get("HeartbeatTimeout", 3600)))
+    return None

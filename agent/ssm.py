@@ -1,0 +1,37 @@
+"""SSM Parameter Store: a service's config vars (Heroku's "config vars").
+
+`<config_path>/<service>/<KEY>` becomes `KEY` in the service's environment. Values are
+secrets: this module returns them and never logs, prints or writes them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent import aws
+from agent.errors import AgentError, BadInput
+
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def config_vars(config_path: str, service: str, region: str) -> dict[str, str]:
+    prefix = f"{config_path.rstrip('/')}/{service}/"
+    ssm = aws.client("ssm", region)
+    values: dict[str, str] = {}
+    try:
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=prefix, Recursive=True, WithDecryption=True)
+        for page in pages:
+            for parameter in page["Parameters"]:
+                key = parameter["Name"][len(prefix):]
+                if not ENV_KEY.match(key):
+                    raise BadInput(f"SSM parameter {parameter['Name']}: {key!r} is not an environment variable "
+                                   "name ([A-Za-z_][A-Za-z0-9_]*); rename the parameter")
+                values[key] = parameter["Value"]
+    except BadInput:
+        raise
+    except Exception as exc:
+        if not aws.is_aws_error(exc):
+            raise
+        raise AgentError(f"reading config vars under {prefix} from SSM failed: {aws.error_code(exc) or exc}") from None
+    return values

@@ -1,0 +1,247 @@
+"""Staging/production for real: IMDSv2 emulator, moto over HTTP, real supervisord.
+
+Each test seeds moto with an instance (launched by an Auto Scaling group with a launch
+hook), points the agent at the IMDS emulator for that instance, and runs `agent boot`
+without --mode, exactly as the systemd unit does on an instance.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Agent, echo_service, free_ports, processes_under
+from tests.harness.fixtures import subprocess_env
+from tests.harness.moto_server import MotoServer, seed_instance
+
+pytestmark = pytest.mark.integration
+
+SECRET = "s3cr3t-'quoted' $HOME, 100% ☃"
+
+
+def services_yaml(repo: Path, port: int, health_path: str = "/health", timeout: int = 20,
+                  start_delay: float = 0) -> str:
+    lb = "    load_balancer:\n      production: {target_group: prod-echo}\n      staging: {classic_elb: stg-echo}\n"
+    env = f"    env: {{LOG_LEVEL: info, START_DELAY: '{start_delay}'}}\n"
+    entry = echo_service("echo", port, env=env, extra=lb)
+    entry = entry.replace("health: {path: /health, timeout: 20}", f"health: {{path: {health_path}, timeout: {timeout}}}")
+    return f"""\
+version: 1
+repos:
+  shop: {{url: {repo}, ref: main}}
+services:
+{entry}  other:
+    repo: shop
+    command: sleep 1000
+environments:
+  staging: {{config_path: /unified/staging}}
+  production: {{config_path: /unified/production}}
+"""
+
+
+def seed(moto: MotoServer, tags: dict[str, str], **options: Any) -> Any:
+    seeded = seed_instance(moto, tags=tags, target_group="prod-echo", auto_scaling_group="asg-echo",
+                           deregistration_delay=5, **options)
+    ssm = moto.client("ssm", internal=True)
+    ssm.put_parameter(Name="/unified/production/echo/SECRET_TOKEN", Value=SECRET, Type="SecureString")
+    ssm.put_parameter(Name="/unified/production/echo/LOG_LEVEL", Value="debug", Type="String")
+    return seeded
+
+
+def prepare(agent: Agent, repo: Path, moto: MotoServer, emulator: Any, **yaml: Any) -> int:
+    port = free_ports(1)[0]
+    agent.services = agent.root / "services.yaml"
+    agent.services.write_text(services_yaml(repo, port, **yaml))
+    agent.env = subprocess_env(moto, emulator)
+    agent("bake", check=True)
+    return port
+
+
+def target_health(moto: MotoServer, arn: str) -> list[tuple[str, str]]:
+    found = moto.client("elbv2", internal=True).describe_target_health(TargetGroupArn=arn)
+    return [(d["Target"]["Id"], d["TargetHealth"]["State"]) for d in found["TargetHealthDescriptions"]]
+
+
+def get(port: int, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+PRODUCTION = {"unified:mode": "production", "unified:service": "echo"}
+
+
+def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                 new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    emulator = imds(seeded)
+    port = prepare(new_root, shop_repo, moto_server, emulator)
+    before = len(moto_server.calls)
+    result = new_root("boot")
+    assert result.returncode == 0, result.stderr
+    calls = [c.action for c in moto_server.calls[before:]]
+    assert len(calls) <= 6, calls  # the budget with IMDS tags on
+    assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
+    actions = moto_server.lifecycle_actions
+    assert [(a["LifecycleHookName"], a["LifecycleActionResult"]) for a in actions] == [("launching", "CONTINUE")]
+    assert calls.index("RegisterTargets") < calls.index("CompleteLifecycleAction")
+    # only the tagged service runs, with its config vars; SSM overrides plain env
+    code, report = new_root.status()
+    assert code == 0 and [p["name"] for p in report["programs"]] == ["echo"]
+    assert get(port, "/env?key=SECRET_TOKEN")["value"] == SECRET
+    assert get(port, "/env?key=LOG_LEVEL")["value"] == "debug"
+    # every IMDS call carried a token; no IMDSv1
+    assert all(r.had_token for r in emulator.requests if r.method == "GET")
+
+
+def test_a_secret_reaches_the_process_and_nowhere_else(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                       new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    port = prepare(new_root, shop_repo, moto_server, imds(seeded))
+    boot = new_root("boot", check=True)
+    status = new_root("status")
+    status_json = new_root("status", "--json")
+    assert get(port, "/env?key=SECRET_TOKEN")["value"] == SECRET
+    needle = "s3cr3t".encode()
+    holders = [p for p in new_root.root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    assert [p.relative_to(new_root.root) for p in holders] == [Path("etc/unified/programs/echo.env")]
+    assert stat.S_IMODE(holders[0].stat().st_mode) == 0o600
+    for output in (boot.stdout, boot.stderr, status.stdout, status_json.stdout, status.stderr):
+        assert "s3cr3t" not in output
+    assert "SECRET_TOKEN" in status.stdout  # keys are shown, values never
+
+
+@pytest.mark.parametrize("service_tag", [
+    "nope",                                   # not in services.yaml
+    "echo\n[program:evil]\ncommand=/bin/sh",  # smuggling a supervisord section
+    "echo; touch /tmp/pwned",                 # shell metacharacters
+    "../echo",
+])
+def test_bad_service_tags_abandon_with_nothing_started(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                        new_root: Agent, service_tag: str) -> None:
+    seeded = seed(moto_server, {"unified:mode": "production", "unified:service": service_tag})
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    result = new_root("boot")
+    assert result.returncode == 2, result.stderr
+    assert "unified:service" in result.stderr and "is not in" in result.stderr and "ABANDON" in result.stderr
+    # the untrusted value is shown escaped on one line, never as a line of its own
+    assert "Traceback" not in result.stderr and "\n[program:evil]" not in result.stderr
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+    assert target_health(moto_server, seeded.target_group_arn) == []
+    assert not (new_root.root / "etc/unified/supervisord.conf").exists()
+    assert processes_under(new_root.root) == []
+
+
+def test_bad_mode_tag_is_refused(moto_server: MotoServer, imds: Any, shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed(moto_server, {"unified:mode": "Production", "unified:service": "echo"})
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    result = new_root("boot")
+    assert result.returncode == 2 and "'Production' is not one of" in result.stderr
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+
+
+def test_a_service_that_never_gets_ready_abandons(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                   new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded), health_path="/never", timeout=3)
+    result = new_root("boot")
+    assert result.returncode == 1
+    assert "echo" in result.stderr and "not ready" in result.stderr and "ABANDON" in result.stderr
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+    assert target_health(moto_server, seeded.target_group_arn) == []
+    code, report = new_root.status()
+    assert code == 3 and "echo" in report["last_error"]
+
+
+def test_imds_unreachable_fails_clearly_after_its_deadline(shop_repo: Path, new_root: Agent,
+                                                           moto_server: MotoServer) -> None:
+    dead_port = free_ports(1)[0]  # nothing listens there
+    prepare(new_root, shop_repo, moto_server, None)
+    new_root.env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = f"http://127.0.0.1:{dead_port}"
+    t0 = time.monotonic()
+    result = new_root("boot", "--imds-deadline", "3")
+    elapsed = time.monotonic() - t0
+    assert result.returncode == 1 and 3 <= elapsed < 20
+    assert f"127.0.0.1:{dead_port}" in result.stderr and "did not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "/3s" in result.stderr  # each failed try is logged with elapsed/deadline
+
+
+def test_tags_off_in_imds_fall_back_to_describe_tags(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                     new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    port = prepare(new_root, shop_repo, moto_server, imds(seeded, tags_enabled=False))
+    before = len(moto_server.calls)
+    new_root("boot", check=True)
+    calls = [c.action for c in moto_server.calls[before:]]
+    assert "DescribeTags" in calls and len(calls) <= 7, calls
+    assert get(port, "/health")["ok"]
+
+
+def test_restart_deregisters_and_drains_before_it_stops(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                        new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    port = prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    old_pid = get(port, "/health")["pid"]
+    before = len(moto_server.calls)
+    result = new_root("restart", "--drain-timeout", "1", check=True)
+    lines = result.stdout.splitlines()
+    drained = next(i for i, l in enumerate(lines) if l.startswith("deregistered from target group prod-echo"))
+    restarted = next(i for i, l in enumerate(lines) if l.startswith("echo: restarted"))
+    again = next(i for i, l in enumerate(lines) if l.startswith("registered again"))
+    assert drained < restarted < again
+    calls = [c.action for c in moto_server.calls[before:]]
+    assert calls[0] == "DeregisterTargets" and "RegisterTargets" in calls
+    assert calls.index("DeregisterTargets") < calls.index("RegisterTargets")
+    assert get(port, "/health")["pid"] != old_pid
+    assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
+
+
+def test_second_boot_registers_once_and_skips_the_completed_hook(moto_server: MotoServer, imds: Any,
+                                                                 shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    before = len(moto_server.calls)
+    new_root("boot", check=True)
+    calls = [c.action for c in moto_server.calls[before:]]
+    assert "CompleteLifecycleAction" not in calls and "DescribeLifecycleHooks" not in calls
+    assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
+    assert len(moto_server.lifecycle_actions) == 1
+
+
+def test_stop_deregisters_first(moto_server: MotoServer, imds: Any, shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    result = new_root("stop", "--drain-timeout", "1", check=True)
+    assert result.stdout.index("deregistered from") < result.stdout.index("stopped everything")
+    assert target_health(moto_server, seeded.target_group_arn) == []
+    assert processes_under(new_root.root) == []
+
+
+def test_heartbeats_keep_the_hook_alive_during_a_slow_start(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                             new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded), start_delay=2.5)
+    new_root("boot", "--heartbeat-interval", "0.5", check=True)
+    kinds = [a["action"] for a in moto_server.lifecycle_actions]
+    assert kinds.count("RecordLifecycleActionHeartbeat") >= 3, kinds
+    assert kinds[-1] == "CompleteLifecycleAction"
+
+
+def test_throttling_is_absorbed_by_boto3_retries(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                 new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    moto_server.inject_throttling("RegisterTargets", 2)
+    moto_server.inject_throttling("GetParametersByPath", 2)
+    new_root("boot", check=True)
+    assert moto_server.call_count("RegisterTargets") == 3
+    assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
