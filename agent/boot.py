@@ -33,23 +33,21 @@ class Box:
         self.layout, self.plan, self.inputs, self.say = layout, plan, inputs, say
         self.supervisor = Supervisor(layout)
         self._initdb_done: Future[None] | None = None
+        self.early_supervisord: Future[bool] | None = None  # see start_supervisord_early
 
     # -- files -------------------------------------------------------------------------
     def render(self) -> list[Path]:
         """Write every file of the plan; drop program files the plan no longer has."""
         layout = self.layout
-        for path, mode in ((layout.etc, 0o755), (layout.run, 0o755), (layout.logs, 0o755),
-                           (layout.state_dir, 0o755), (layout.specs_dir, 0o711), (layout.programs_dir, 0o755)):
-            fs.ensure_dir(path, mode)
-        files = [render.supervisord_conf(layout, run_as_root=_is_root())]
-        files += render.plan_files(layout, self.plan)
+        changed = render_base(layout)
+        files = render.plan_files(layout, self.plan)
         names = {p.name for p in self.plan.programs}
         if any(p.name == "redis" for p in self.plan.programs):
             redis = self.plan.program("redis")
             files.append(render.redis_conf(layout, redis.port or 6379, self.inputs.redis_password, redis.user))
         databases.prepare_dirs(layout, self.inputs.postgres_user, self.inputs.redis_user,
                                "postgres" in names, "redis" in names)
-        changed = fs.write_all(files)
+        changed += fs.write_all(files)
         keep = {f.path for f in files}
         for folder in (layout.programs_dir, layout.specs_dir):
             for stale in folder.iterdir():
@@ -87,7 +85,9 @@ class Box:
         if any(p.name == "postgres" for p in self.plan.programs) and not databases.initialised(self.layout):
             pending_initdb = ThreadPoolExecutor(1).submit(self._initdb, self.plan.program("postgres"), steps)
         with steps("supervisord"):
-            if not self.supervisor.start_daemon() and changed:
+            early = self.early_supervisord
+            started = early.result() if early is not None else self.supervisor.start_daemon()
+            if changed or (early is not None and started):  # started before the program files existed
                 self.supervisor.update()
         self._initdb_done = pending_initdb
         nodes = self._graph(current, steps)
@@ -160,6 +160,24 @@ class Box:
                                  f"--- last lines of {log} ---\n{tail(log)}")
         current.releases[program.name] = key
         self.say(f"{program.name}: release done")
+
+
+def render_base(layout: Layout) -> list[Path]:
+    """The directories and supervisord.conf: everything supervisord needs to start."""
+    for path, mode in ((layout.etc, 0o755), (layout.run, 0o755), (layout.logs, 0o755),
+                       (layout.state_dir, 0o755), (layout.specs_dir, 0o711), (layout.programs_dir, 0o755)):
+        fs.ensure_dir(path, mode)
+    return fs.write_all([render.supervisord_conf(layout, run_as_root=_is_root())])
+
+
+def start_supervisord_early(layout: Layout) -> Future[bool]:
+    """Start supervisord in the background before the plan is known (it is a process of
+    its own: its start-up overlaps with IMDS and AWS calls). Box.boot adds the programs."""
+    def start() -> bool:
+        render_base(layout)
+        return Supervisor(layout).start_daemon()
+
+    return ThreadPoolExecutor(1, thread_name_prefix="supervisord").submit(start)
 
 
 def release_key(layout: Layout, program: Program) -> str:

@@ -92,10 +92,19 @@ def _layout(args: argparse.Namespace) -> Layout:
     return Layout(args.root.resolve())
 
 
-def _catalog(args: argparse.Namespace) -> Any:
+def _catalog(args: argparse.Namespace, trust_bake: bool = False) -> Any:
+    """services.yaml; with `trust_bake`, a file byte-identical to the one the bake
+    validated (its digest is in the manifest) skips the schema pass."""
     from agent import catalog
-    path = args.services or _layout(args).default_services
-    return catalog.load(path)
+    layout = _layout(args)
+    path = args.services or layout.default_services
+    validated = None
+    if trust_bake:
+        try:
+            validated = json.loads(layout.manifest.read_text()).get("services_digest")
+        except (OSError, ValueError, AttributeError):
+            validated = None
+    return catalog.load(path, validated_digest=validated)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -144,7 +153,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.mode == "review":
         from agent.boot import Box
         from agent.plan import make_plan
-        cat = _catalog(args)
+        cat = _catalog(args, trust_bake=True)
         role = _role(args, cat)
         _require_checkouts(layout, cat, role)
         with lock.exclusive(layout, "boot"):
@@ -160,7 +169,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             return _inputs(layout, cat, generate_secrets=role.mode == "review", config_vars=config)
 
         with lock.exclusive(layout, "boot"):
-            current = instance.boot(layout, lambda: _catalog(args), inputs_for, args.mode, args.service,
+            current = instance.boot(layout, lambda: _catalog(args, trust_bake=True), inputs_for, args.mode, args.service,
                                     checkouts=lambda cat, role: _require_checkouts(layout, cat, role),
                                     imds=Imds(deadline=args.imds_deadline), heartbeat_interval=args.heartbeat_interval)
         who = current.role

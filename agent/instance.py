@@ -10,12 +10,13 @@ registered. Restart and stop drain from the load balancer first.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from agent import ec2, lifecycle, ops, role, ssm, state
-from agent.boot import Box
+from agent import aws, ec2, lifecycle, ops, role, ssm, state
+from agent.boot import Box, start_supervisord_early
 from agent.catalog import Catalog
 from agent.elb import LoadBalancer, Target
 from agent.errors import AgentError
@@ -39,6 +40,9 @@ class Who:
 
 def who_am_i(imds: Imds) -> Who:
     identity = imds.identity()
+    # in the order boot needs them: ec2 (tags off), SSM (config, on the critical path), hooks, ELB
+    services = (["ec2"] if identity.tags is None else []) + ["ssm", "autoscaling", "elbv2"]
+    aws.prewarm(identity.region, services)
     tags = identity.tags
     if tags is None:  # instance metadata tags are off: one ec2:DescribeTags call
         log.info("instance metadata tags are disabled; reading tags with ec2:DescribeTags")
@@ -69,25 +73,33 @@ def boot(layout: Layout, load_catalog: Callable[[], Catalog], inputs_for: Callab
     imds = imds or Imds()
     who = who_am_i(imds)
     current = state.load(layout) or state.State()
-    hook = None
+    pool = ThreadPoolExecutor(2, thread_name_prefix="boot-aws")
+    hook_lookup = None
     if who.group and current.hook_completed != who.identity.instance_id:
-        hook = lifecycle.find_hook(who.group, who.identity.instance_id, who.identity.region, lifecycle.LAUNCHING)
+        hook_lookup = pool.submit(lifecycle.find_hook, who.group, who.identity.instance_id, who.identity.region,
+                                  lifecycle.LAUNCHING)
+    hook = None
     registered: list[LoadBalancer] = []
     try:
         with ExitStack() as stack:
-            if hook is not None:
-                stack.enter_context(hook.heartbeats(heartbeat_interval))
+            stack.callback(pool.shutdown)
             catalog = load_catalog()
             the_role = role_from(catalog, who, mode, service)
             if checkouts is not None:
                 checkouts(catalog, the_role)
+            early = start_supervisord_early(layout)  # only once the tags are known to be good
             config: dict[str, str] = {}
             config_path = catalog.environments.get(the_role.mode)
             if the_role.mode != "review" and config_path and the_role.service:
                 config = ssm.config_vars(config_path, the_role.service, who.identity.region)
             inputs = inputs_for(catalog, the_role, config)
             plan = make_plan(catalog, the_role, layout, inputs)
-            current = Box(layout, plan, inputs, say).boot()
+            box = Box(layout, plan, inputs, say)
+            box.early_supervisord = early
+            hook = hook_lookup.result() if hook_lookup is not None else None
+            if hook is not None:
+                stack.enter_context(hook.heartbeats(heartbeat_interval))
+            current = box.boot()
             for target in targets(plan, who.identity.instance_id, who.identity.region, current.registrations):
                 lb = LoadBalancer(target)
                 lb.register()
@@ -105,6 +117,8 @@ def boot(layout: Layout, load_catalog: Callable[[], Catalog], inputs_for: Callab
         state.save(layout, current)
         return current
     except Exception as failure:  # any failure: nothing stays registered, the group replaces us
+        if hook is None and hook_lookup is not None and hook_lookup.exception() is None:
+            hook = hook_lookup.result()
         for lb in registered:
             _quietly(lb.deregister, f"deregistering from {lb.target.name}")
         if hook is not None:
