@@ -74,6 +74,18 @@ def get(port: int, path: str) -> dict[str, Any]:
 
 
 PRODUCTION = {"unified:mode": "production", "unified:service": "echo"}
+POLICY = json.loads((Path(__file__).resolve().parents[2] / "docs/iam/instance-role.json").read_text())
+PREFIX = {"ssm": "ssm", "elasticloadbalancing": "elasticloadbalancing", "autoscaling": "autoscaling", "ec2": "ec2"}
+
+
+def assert_allowed_by_the_documented_policy(calls: list[Any]) -> None:
+    """Every AWS call the agent made is granted by docs/iam/instance-role.json."""
+    allowed = set()
+    for statement in POLICY["Statement"]:
+        actions = statement["Action"]
+        allowed.update([actions] if isinstance(actions, str) else actions)
+    for call in calls:
+        assert f"{PREFIX[call.service]}:{call.action}" in allowed, f"{call} is not in the documented policy"
 
 
 def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: Any, shop_repo: Path,
@@ -86,6 +98,7 @@ def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: 
     assert result.returncode == 0, result.stderr
     calls = [c.action for c in moto_server.calls[before:]]
     assert len(calls) <= 6, calls  # the budget with IMDS tags on
+    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
     actions = moto_server.lifecycle_actions
     assert [(a["LifecycleHookName"], a["LifecycleActionResult"]) for a in actions] == [("launching", "CONTINUE")]
@@ -180,6 +193,7 @@ def test_tags_off_in_imds_fall_back_to_describe_tags(moto_server: MotoServer, im
     new_root("boot", check=True)
     calls = [c.action for c in moto_server.calls[before:]]
     assert "DescribeTags" in calls and len(calls) <= 7, calls
+    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
     assert get(port, "/health")["ok"]
 
 
@@ -198,6 +212,7 @@ def test_restart_deregisters_and_drains_before_it_stops(moto_server: MotoServer,
     assert drained < restarted < again
     calls = [c.action for c in moto_server.calls[before:]]
     assert calls[0] == "DeregisterTargets" and "RegisterTargets" in calls
+    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
     assert calls.index("DeregisterTargets") < calls.index("RegisterTargets")
     assert get(port, "/health")["pid"] != old_pid
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
@@ -245,3 +260,20 @@ def test_throttling_is_absorbed_by_boto3_retries(moto_server: MotoServer, imds: 
     new_root("boot", check=True)
     assert moto_server.call_count("RegisterTargets") == 3
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
+
+
+def test_staging_registers_with_a_classic_elb(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                              new_root: Agent) -> None:
+    seeded = seed_instance(moto_server, tags={"unified:mode": "staging", "unified:service": "echo"},
+                           classic_elb="stg-echo", auto_scaling_group="asg-echo")
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    before = len(moto_server.calls)
+    new_root("boot", check=True)
+    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
+    elb = moto_server.client("elb", internal=True)
+    states = elb.describe_instance_health(LoadBalancerName="stg-echo")["InstanceStates"]
+    assert [(s["InstanceId"], s["State"]) for s in states] == [(seeded.instance_id, "InService")]
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["CONTINUE"]
+    result = new_root("stop", "--drain-timeout", "1", check=True)
+    assert "deregistered from classic ELB stg-echo" in result.stdout
+    assert elb.describe_instance_health(LoadBalancerName="stg-echo")["InstanceStates"] == []

@@ -90,3 +90,16 @@ def test_graph_skips_dependents_of_a_failure() -> None:
                         graph.Node("other", lambda: ran.append("other"))])
     assert isinstance(result["db"], RuntimeError)
     assert isinstance(result["svc"], graph.DependencyFailed) and ran == ["other"]
+
+
+def test_schema_pass_is_skipped_only_for_the_validated_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "services.yaml"
+    # shape is wrong (port as a string) but the cross-checks would not notice
+    path.write_text("version: 1\nrepos: {r: {url: ., ref: main}}\nservices: {web: {repo: r, command: x, port: '80'}}\n")
+    with pytest.raises(BadInput):
+        catalog.load(path)
+    with pytest.raises(BadInput):
+        catalog.load(path, validated_digest="sha256:" + "0" * 64)
+    import hashlib
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert catalog.load(path, validated_digest=digest).digest == digest
