@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     _operate_args(p)
     p = command("stop", cmd_stop, "stop every program, the databases and supervisord (draining first)")
     _operate_args(p)
+    p = command("watch", cmd_watch, "drain this instance on a spot interruption notice or scale-in (daemon)")
+    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="how often to ask IMDS (default 5)")
+    p.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
+                   help="cap on draining (a spot notice caps it to fit its two minutes anyway)")
+    p.add_argument("--once", action="store_true", help="look once and exit (for cron-style use and tests)")
     p = command("bake", cmd_bake, "put every repo at its ref under the root and build it (image build time)")
     p.add_argument("--jobs", type=int, default=4, help="repos baked in parallel (default 4)")
     return parser
@@ -227,6 +232,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
             ops.stop_all(layout, services)
     print(f"stopped everything under {layout.root}")
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from agent import watch
+    _logging()
+    if not 0 < args.interval <= 5:
+        raise BadInput(f"--interval {args.interval:g}: expected more than 0 and at most 5 seconds "
+                       "(a spot notice leaves two minutes)")
+    say = lambda line: print(line, flush=True)  # noqa: E731  (a daemon's log is read live)
+    return watch.run(_layout(args), args.interval, args.drain_timeout, args.once, say)
 
 
 def cmd_bake(args: argparse.Namespace) -> int:

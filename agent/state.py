@@ -26,6 +26,7 @@ class State:
     identity: dict[str, Any] = field(default_factory=dict)         # instance id, region, zone, group
     hook_completed: str | None = None                              # instance id whose launch hook is done
     config: dict[str, Any] = field(default_factory=dict)           # SSM path and the keys (never values)
+    handled_events: list[str] = field(default_factory=list)        # `agent watch`: each acted on once
     booted_at: float | None = None
     boot_seconds: float | None = None
     last_error: str | None = None
@@ -35,7 +36,8 @@ class State:
     def record_plan(self, plan: Plan) -> None:
         self.role = {"mode": plan.role.mode, "service": plan.role.service}
         self.programs = [
-            {"name": p.name, "kind": p.kind, "port": p.port, "readiness": asdict(p.readiness)}
+            {"name": p.name, "kind": p.kind, "port": p.port, "readiness": asdict(p.readiness),
+             "stop_seconds": p.stop_seconds}
             for p in plan.programs
         ]
 

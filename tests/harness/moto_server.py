@@ -65,7 +65,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -79,6 +79,7 @@ from botocore.config import Config
 from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
+from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
@@ -98,6 +99,7 @@ DEFAULT_IMAGE_ID = "ami-04681a1dbd79675a5"
 # ``calls`` counts only what the code under test does.
 HARNESS_USER_AGENT_MARKER = "unified-test-harness"
 _LEDGER_ENVIRON_KEY = "unified.harness.lifecycle_ledger"
+_DRAINING_ENVIRON_KEY = "unified.harness.emulate_draining"
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/\s,]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 
@@ -222,6 +224,162 @@ def install_lifecycle_actions() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# ELBv2 draining, which moto lacks
+# --------------------------------------------------------------------------------------
+
+# Shared by every moto request thread; guards the draining records below.
+_DRAINING_LOCK = threading.RLock()
+_DRAINING_ATTRIBUTE = "_unified_harness_draining"  # on moto's FakeTargetGroup objects
+_WRAPPED_MARK = "_unified_harness_wrapped"
+DEFAULT_DEREGISTRATION_DELAY = 300.0  # seconds, as on AWS (and moto's stored default)
+
+
+@dataclass
+class _Drain:
+    """One deregistered target still draining: its registration and when that ends."""
+
+    target: dict[str, Any]  # moto's registration record: {"Id": ..., "Port": ...}
+    until: float  # time.monotonic() deadline
+
+
+def _drains(group: FakeTargetGroup) -> dict[str, _Drain]:
+    """The group's live draining records, by target id (expired ones are dropped).
+
+    Kept on moto's own target group object, so ``reset()`` (which rebuilds the backends)
+    forgets them with the group. Call with ``_DRAINING_LOCK`` held.
+    """
+    records: dict[str, _Drain] = group.__dict__.setdefault(_DRAINING_ATTRIBUTE, {})
+    now = time.monotonic()
+    for target_id in [t for t, d in records.items() if d.until <= now]:
+        del records[target_id]
+    return records
+
+
+def _emulating_draining() -> bool:
+    """Whether this request came through a :class:`MotoServer` with draining on.
+
+    ``mock_aws`` users in the same process (and a server with ``emulate_draining``
+    False) keep moto's own behaviour: the target disappears at once.
+    """
+    return flask.has_request_context() and bool(
+        flask.request.environ.get(_DRAINING_ENVIRON_KEY)
+    )
+
+
+def _deregistration_delay(group: FakeTargetGroup) -> float:
+    value = group.attributes.get("deregistration_delay.timeout_seconds")
+    return DEFAULT_DEREGISTRATION_DELAY if value in (None, "") else float(value)
+
+
+def _wrap(owner: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    original = getattr(owner, name)
+    if getattr(original, _WRAPPED_MARK, False):
+        return  # already installed (idempotent)
+    wrapper = make(original)
+    setattr(wrapper, _WRAPPED_MARK, True)
+    wrapper.__name__ = original.__name__
+    wrapper.__doc__ = original.__doc__
+    setattr(owner, name, wrapper)
+
+
+def _make_deregister(original: Callable[..., Any]) -> Callable[..., Any]:
+    def deregister(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
+        if not _emulating_draining():
+            return original(self, targets)
+        with _DRAINING_LOCK:
+            drains = _drains(self)
+            # Deregistering a target that is already draining succeeds and changes
+            # nothing (its delay is not restarted); anything else goes to moto, which
+            # refuses a target that is not registered (InvalidTarget), as before.
+            pending = [t for t in targets if t["Id"] in self.targets or t["Id"] not in drains]
+            before = {t["Id"]: dict(self.targets[t["Id"]]) for t in pending if t["Id"] in self.targets}
+            delay = _deregistration_delay(self)
+            try:
+                original(self, pending)
+            finally:  # moto pops one by one: record whatever it did remove
+                if delay > 0:
+                    until = time.monotonic() + delay
+                    for target_id, record in before.items():
+                        if target_id not in self.targets:
+                            drains[target_id] = _Drain(record, until)
+        return None
+
+    return deregister
+
+
+def _make_register(original: Callable[..., Any]) -> Callable[..., Any]:
+    def register(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
+        with _DRAINING_LOCK:
+            original(self, targets)
+            drains = _drains(self)
+            for target in targets:  # registered again: healthy at once, no longer draining
+                drains.pop(target["Id"], None)
+
+    return register
+
+
+def _make_health_for(original: Callable[..., Any]) -> Callable[..., Any]:
+    def health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: Any) -> Any:
+        with _DRAINING_LOCK:
+            drain = None if target["Id"] in self.targets else _drains(self).get(target["Id"])
+        asked_port = str(target.get("Port") or "")
+        if drain is not None and asked_port in ("", str(drain.target["Port"])):
+            return FakeHealthStatus(
+                drain.target["Id"],
+                drain.target["Port"],
+                self.health_check_port,
+                "draining",
+                "Target.DeregistrationInProgress",
+                "Target deregistration is in progress",
+            )
+        return original(self, target, ec2_backend)
+
+    return health_for
+
+
+def _make_describe_target_health(original: Callable[..., Any]) -> Callable[..., Any]:
+    def describe_target_health(
+        self: ELBv2Backend, target_group_arn: str, targets: list[dict[str, Any]]
+    ) -> Any:
+        group = self.target_groups.get(target_group_arn)
+        if group is not None and not targets:
+            # AWS lists draining targets too when no target is named.
+            with _DRAINING_LOCK:
+                draining = [dict(d.target) for d in _drains(group).values()]
+                registered = [dict(t) for t in group.targets.values()]
+            if draining:
+                targets = registered + draining
+        return original(self, target_group_arn, targets)
+
+    return describe_target_health
+
+
+def install_draining() -> None:
+    """Teach moto's ELBv2 target groups to drain, as AWS does (idempotent).
+
+    After ``DeregisterTargets`` served by a :class:`MotoServer`, the target is reported
+    ``draining`` / ``Target.DeregistrationInProgress`` (listed, and when asked for by id)
+    for the group's ``deregistration_delay.timeout_seconds`` as it stood at that moment
+    (default 300; 0 means no draining), then it is gone: absent from the listing and
+    ``unused`` / ``Target.NotRegistered`` by id, like plain moto. ``RegisterTargets`` of a
+    draining target makes it ``healthy`` at once. Deregistering a draining target again
+    succeeds without restarting its delay. moto keys targets by id only (not id+port), and
+    so does this; a draining target asked for with another port is not draining.
+
+    The wrappers sit on moto's model classes (``FakeTargetGroup.register``/``deregister``/
+    ``health_for`` and ``ELBv2Backend.describe_target_health``), so moto still parses the
+    parameters, validates, and serialises the answers; the responder, the call log and
+    fault injection are untouched. Draining starts only for requests that a MotoServer
+    with ``emulate_draining`` marked, so ``mock_aws`` code in the process is unaffected.
+    """
+    _wrap(FakeTargetGroup, "deregister", _make_deregister)
+    _wrap(FakeTargetGroup, "register", _make_register)
+    _wrap(FakeTargetGroup, "health_for", _make_health_for)
+    _wrap(ELBv2Backend, "describe_target_health", _make_describe_target_health)
+
+
+
+# --------------------------------------------------------------------------------------
 # Request identification and injected faults
 # --------------------------------------------------------------------------------------
 
@@ -311,11 +469,18 @@ class MotoServer:
 
     Use as a context manager (or ``start()``/``stop()``). Everything it records is
     thread-safe; the list properties return snapshots.
+
+    ``emulate_draining`` (default True) turns on ELBv2 draining for the requests this
+    server answers (see :func:`install_draining`); ``reset()`` restores the value given
+    here, so a test may switch the attribute off for itself.
     """
 
-    def __init__(self, region: str = REGION) -> None:
+    def __init__(self, region: str = REGION, *, emulate_draining: bool = True) -> None:
         install_lifecycle_actions()
+        install_draining()
         self.region = region
+        self._default_emulate_draining = emulate_draining
+        self.emulate_draining = emulate_draining
         self._lock = threading.Lock()
         self._calls: list[ApiCall] = []
         self._faults: list[_Fault] = []
@@ -372,12 +537,43 @@ class MotoServer:
         return f"http://127.0.0.1:{self._server.server_port}"
 
     def reset(self) -> None:
-        """Wipe moto's state (all backends, process-wide), the call log, faults and ledger."""
+        """Wipe moto's state (all backends, process-wide), the call log, faults and ledger.
+
+        Draining records live in moto's target groups, so they go too, and
+        ``emulate_draining`` returns to the constructor's value.
+        """
         requests.post(f"{self.url}/moto-api/reset", timeout=30).raise_for_status()
         with self._lock:
             self._calls.clear()
             self._faults.clear()
         self._ledger.clear()
+        self.emulate_draining = self._default_emulate_draining
+
+    # draining --------------------------------------------------------------------------
+
+    def draining_targets(self, target_group_arn: str) -> dict[str, float]:
+        """Targets of the group still draining: id -> seconds left (a snapshot)."""
+        group = self._target_group(target_group_arn)
+        with _DRAINING_LOCK:
+            now = time.monotonic()
+            return {i: d.until - now for i, d in _drains(group).items()}
+
+    def end_draining(self, target_group_arn: str, target_id: str | None = None) -> None:
+        """Finish draining now (one target, or all of the group), as AWS does early when
+        a deregistered target has no request in flight and no open connection."""
+        group = self._target_group(target_group_arn)
+        with _DRAINING_LOCK:
+            drains = _drains(group)
+            for found in [target_id] if target_id else list(drains):
+                drains.pop(found, None)
+
+    def _target_group(self, arn: str) -> FakeTargetGroup:
+        parts = arn.split(":")  # arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/...
+        region, account = (parts[3], parts[4]) if len(parts) > 5 else (self.region, ACCOUNT_ID)
+        group = elbv2_backends[account][region].target_groups.get(arn)
+        if group is None:
+            raise KeyError(f"no target group {arn} in moto")
+        return group
 
     # what a subprocess and an in-process client need -------------------------------------
 
@@ -505,6 +701,7 @@ class MotoServer:
             if fault is not None:
                 return _error_response(environ, call, fault)(environ, start_response)
         environ[_LEDGER_ENVIRON_KEY] = self._ledger
+        environ[_DRAINING_ENVIRON_KEY] = self.emulate_draining
         return self._app(environ, start_response)
 
 
@@ -744,10 +941,12 @@ __all__ = [
     "DEFAULT_IMAGE_ID",
     "HARNESS_USER_AGENT_MARKER",
     "REGION",
+    "DEFAULT_DEREGISTRATION_DELAY",
     "ApiCall",
     "MotoServer",
     "SeededInstance",
     "identify",
+    "install_draining",
     "install_lifecycle_actions",
     "seed_instance",
 ]

@@ -1,0 +1,133 @@
+"""`agent watch`: a small daemon that drains this instance before AWS takes it away.
+
+Every few seconds (token reused) it asks IMDS for a spot interruption notice
+(`spot/instance-action`) and for the Auto Scaling target lifecycle state becoming
+`Terminated` (scale-in, or the group replacing an interrupted spot instance). On
+either, once per event (remembered in the state file, so a restarted watch does not act
+twice): deregister, wait for draining within the time left, stop the services
+gracefully (SIGTERM, then their stop timeout), and for a termination complete the
+terminating lifecycle hook with CONTINUE, sending heartbeats while draining runs.
+
+It stays small: boto3 is imported only when an event arrives, not in the polling loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from agent import lock, state
+from agent.errors import AgentError
+from agent.imds import Imds
+from agent.paths import Layout
+
+log = logging.getLogger("agent.watch")
+POLL_SECONDS = 5.0
+SAFETY_MARGIN = 10.0  # seconds kept in hand before a spot instance is taken away
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str                 # "spot" or "terminating"
+    key: str                  # identifies the event, so it is acted on once
+    seconds_left: float | None = None
+
+
+def check(imds: Imds, now: datetime | None = None) -> Event | None:
+    """One look at IMDS; a spot notice wins over a lifecycle change."""
+    notice = imds.spot_action()
+    if notice:
+        try:
+            data = json.loads(notice)
+            when = datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            left = (when - (now or datetime.now(timezone.utc))).total_seconds()
+            return Event("spot", f"spot:{data.get('action', 'terminate')}:{data['time']}", max(0.0, left))
+        except (ValueError, KeyError, TypeError):
+            return Event("spot", f"spot:{notice.strip()[:80]}", 120.0)  # unreadable: assume the full 2 minutes
+    if imds.lifecycle_state() == "Terminated":
+        return Event("terminating", "terminating")
+    return None
+
+
+def drain_budget(event: Event, stop_seconds: float, configured: float | None) -> float | None:
+    """How long draining may take: a spot notice leaves ~2 minutes for draining and the
+    services' stop timeout together, less a safety margin."""
+    limit = configured
+    if event.seconds_left is not None:
+        budget = max(0.0, event.seconds_left - stop_seconds - SAFETY_MARGIN)
+        limit = budget if limit is None else min(limit, budget)
+    return limit
+
+
+def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[str], None]) -> None:
+    """Drain, stop, complete the terminating hook: once per event."""
+    from agent import instance, lifecycle  # boto3 only now
+
+    with lock.exclusive(layout, f"watch ({event.kind})", wait=30.0):
+        current = state.load(layout) or state.State()
+        if event.key in current.handled_events:
+            return
+        services = [p["name"] for p in current.programs if p["kind"] == "service"]
+        stop_seconds = max((float(p.get("stop_seconds", 30)) for p in current.programs), default=30.0)
+        limit = drain_budget(event, stop_seconds, drain_limit)
+        ident = current.identity
+        hook = None
+        if event.kind == "terminating" and ident.get("group"):
+            hook = lifecycle.find_hook(ident["group"], ident["instance_id"], ident["region"], lifecycle.TERMINATING)
+        say(f"{event.kind}: draining (limit {limit if limit is not None else 'the load balancer delay'}s), "
+            f"then stopping {', '.join(services) or 'nothing'}")
+        if hook is not None:
+            with hook.heartbeats():
+                instance.stop(layout, services, limit, say)
+                say(f"stopped {', '.join(services) or 'nothing'} and supervisord")
+            hook.complete("CONTINUE")
+            say(f"lifecycle hook {hook.name}: CONTINUE")
+        else:
+            instance.stop(layout, services, limit, say)
+            say(f"stopped {', '.join(services) or 'nothing'} and supervisord")
+        current = state.load(layout) or current
+        current.handled_events = [*current.handled_events, event.key]
+        state.save(layout, current)
+
+
+def run(layout: Layout, interval: float = POLL_SECONDS, drain_limit: float | None = None,
+        once: bool = False, say: Callable[[str], None] = print, imds: Imds | None = None) -> int:
+    """Poll until stopped (SIGTERM/SIGINT) or, with `once`, after one look."""
+    imds = imds or Imds(deadline=min(interval, 3.0), timeout=1.0)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    current = state.load(layout)
+    handled = set(current.handled_events if current else [])
+    say(f"watching for spot interruptions and scale-in every {interval:g}s")
+    while not stopping.is_set():
+        started = time.monotonic()
+        try:
+            event = check(imds)
+            if event is not None and event.key not in handled:
+                say(f"event: {event.kind}" + (f", {event.seconds_left:.0f}s left" if event.seconds_left is not None else ""))
+                act(layout, event, drain_limit, say)
+                handled.add(event.key)
+        except AgentError as exc:  # an IMDS or AWS hiccup: say so, keep watching
+            log.warning("watch: %s", str(exc).splitlines()[0])
+        if once:
+            break
+        stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+    return 0
+
+
+def memory_kib() -> int:
+    """Resident set size of this process (for the status line and the tests)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+

@@ -1,0 +1,128 @@
+"""`agent watch` for real: IMDS emulator notices, moto, supervisord.
+
+A production box is booted; `agent watch` runs as a subprocess polling the emulator;
+the tests raise a spot notice or a scale-in and check that the instance drained,
+stopped and completed its terminating hook, once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.conftest import REPO, Agent, processes_under
+from tests.harness.moto_server import MotoServer
+from tests.integration.test_production import PRODUCTION, prepare, seed, target_health
+
+pytestmark = pytest.mark.integration
+
+
+class Watch:
+    """`agent watch` running in the background, its output collected."""
+
+    def __init__(self, agent: Agent, *args: str):
+        self.log = agent.root.parent / f"{agent.root.name}.watch.log"
+        self.out = open(self.log, "w")
+        env = {**os.environ, **agent.env, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "watch", "--root", str(agent.root), *args],
+                                     stdout=self.out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, what: Callable[[], bool], timeout: float, why: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if what():
+                return
+            assert self.proc.poll() is None, f"watch exited: {self.text()}"
+            time.sleep(0.1)
+        raise AssertionError(f"{why} did not happen in {timeout}s; watch said:\n{self.text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=15)
+        self.out.close()
+        self.log.unlink(missing_ok=True)
+        return code
+
+
+@pytest.fixture
+def booted(moto_server: MotoServer, imds: Any, shop_repo: Path, new_root: Agent) -> Iterator[tuple[Agent, Any, Any]]:
+    seeded = seed(moto_server, PRODUCTION)
+    emulator = imds(seeded)
+    prepare(new_root, shop_repo, moto_server, emulator)
+    new_root("boot", check=True)
+    yield new_root, seeded, emulator
+
+
+def services_running(agent: Agent, watch: Watch) -> bool:
+    return [p for p in processes_under(agent.root) if not p.startswith(f"{watch.proc.pid}:")] != []
+
+
+def test_scale_in_drains_stops_and_completes_the_terminating_hook_once(booted: Any, moto_server: MotoServer) -> None:
+    agent, seeded, emulator = booted
+    watch = Watch(agent, "--interval", "0.5")
+    try:
+        time.sleep(1.0)  # a few quiet polls first: nothing must happen
+        assert "event" not in watch.text() and services_running(agent, watch)
+        emulator.set_lifecycle_state("Terminated")
+        done = lambda: any(a["LifecycleHookName"] == "terminating" and a["LifecycleActionResult"] == "CONTINUE"
+                           for a in moto_server.lifecycle_actions)
+        watch.wait_for(done, 30, "the terminating hook completed")
+        assert target_health(moto_server, seeded.target_group_arn) == []
+        assert not services_running(agent, watch)
+        time.sleep(1.5)  # still Terminated for three more polls: acted on once only
+        assert watch.text().count("event: terminating") == 1
+        text = watch.text()
+        assert (text.index("deregistered from target group prod-echo") < text.index("stopped echo")
+                < text.index("lifecycle hook terminating: CONTINUE"))
+    finally:
+        assert watch.stop() == 0
+
+
+def test_spot_notice_drains_and_stops_within_its_two_minutes(booted: Any, moto_server: MotoServer) -> None:
+    agent, seeded, emulator = booted
+    watch = Watch(agent, "--interval", "0.5")
+    try:
+        t0 = time.monotonic()
+        emulator.set_spot_action("terminate", in_seconds=120)
+        watch.wait_for(lambda: "stopped echo and supervisord" in watch.text(), 60, "the service stopped")
+        assert time.monotonic() - t0 < 110 and not services_running(agent, watch)
+        assert target_health(moto_server, seeded.target_group_arn) == []
+        text = watch.text()
+        assert "event: spot" in text and "s left" in text
+        assert text.index("deregistered from target group prod-echo") < text.index("stopped echo and supervisord")
+    finally:
+        assert watch.stop() == 0
+
+
+def test_watch_survives_imds_errors_and_timeouts(booted: Any, moto_server: MotoServer) -> None:
+    agent, seeded, emulator = booted
+    watch = Watch(agent, "--interval", "0.5")
+    try:
+        emulator.fail_for(2.0, status=500)
+        time.sleep(2.5)
+        emulator.hang_for(2.0)
+        time.sleep(2.5)
+        assert watch.proc.poll() is None, watch.text()
+        assert "watch:" in watch.text()  # the hiccups were logged
+        emulator.set_spot_action("terminate", in_seconds=120)
+        watch.wait_for(lambda: "stopped echo and supervisord" in watch.text(), 60,
+                       "the service stopped after IMDS recovered")
+        assert not services_running(agent, watch)
+    finally:
+        assert watch.stop() == 0
+
+
+def test_watch_rejects_a_slow_interval(new_root: Agent) -> None:
+    result = new_root("watch", "--interval", "30")
+    assert result.returncode == 2 and "at most 5 seconds" in result.stderr
