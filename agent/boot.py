@@ -67,6 +67,9 @@ class Box:
         """Start (unless running) and wait for readiness; seconds taken."""
         t0 = time.monotonic()
         if self.supervisor.info(program.name)["statename"] not in ("RUNNING", "STARTING"):
+            if program.port is not None and readiness.port_in_use(program.port):
+                raise AgentError(f"port {program.port} is already in use by a process this box's supervisord "
+                                 "does not manage; stop it, or give the program another port in services.yaml")
             self.supervisor.start(program.name)
         result = readiness.wait(lambda: self.check(program), t0 + program.readiness.timeout)
         if not result.ready:

@@ -7,7 +7,6 @@ probes), never from AWS, so it stays well under a second.
 from __future__ import annotations
 
 import time
-import xmlrpc.client
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from agent import readiness, state
 from agent.errors import EXIT_NOT_READY, AgentError, BadInput
 from agent.paths import Layout
 from agent.plan import Readiness
-from agent.supervisor import Supervisor
+from agent.supervisor import RPC_ERRORS, Supervisor
 
 
 @dataclass
@@ -39,7 +38,7 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
     try:
         infos = sup.processes()
         supervisord = "RUNNING"
-    except (OSError, xmlrpc.client.Error):
+    except RPC_ERRORS:
         infos, supervisord = {}, "NOT RUNNING"
     now = time.time()
 

@@ -84,6 +84,16 @@ class Layout:
         return self.state_dir / "redis"
 
     @property
+    def redis_pid(self) -> Path:
+        return self.redis_data / "redis.pid"
+
+    @property
+    def pidfiles(self) -> tuple[Path, ...]:
+        """Pid files of supervised programs (not supervisord's): how orphans are found
+        when a program hides the environment supervisord gave it."""
+        return (self.redis_pid, self.pg_data / "postmaster.pid")
+
+    @property
     def srv(self) -> Path:
         return self.root / "srv/unified"
 

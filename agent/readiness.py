@@ -85,6 +85,15 @@ def _postgres(pg_isready: str, sock_dir: str | None, port: int, timeout: float) 
     return Probe(result.returncode == 0, "accepting connections" if result.returncode == 0 else "not accepting yet")
 
 
+def port_in_use(port: int) -> bool:
+    """Something already accepts connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def uptime(info: dict[str, Any]) -> float | None:
     """Seconds a process has been up, from supervisord's getProcessInfo."""
     if info.get("statename") in ("RUNNING", "STARTING") and info.get("start"):

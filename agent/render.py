@@ -99,7 +99,8 @@ def environment_file(path: Path, program: Program, command: str) -> FileSpec:
 
 
 def redis_conf(layout: Layout, port: int, password: str, owner: str | None) -> FileSpec:
-    content = _render("redis.conf.j2", port=port, data_dir=layout.redis_data, password=password)
+    content = _render("redis.conf.j2", port=port, data_dir=layout.redis_data, password=password,
+                      pidfile=layout.redis_pid)
     return FileSpec(layout.etc / "redis.conf", content, 0o600, owner=owner)
 
 

@@ -7,7 +7,10 @@ handling and HTTP framing are the upstream code, not ours.
 
 from __future__ import annotations
 
+import http.client
+import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +23,10 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from agent.errors import AgentError
 from agent.paths import Layout
+
+log = logging.getLogger("agent.supervisor")
+# What talking to a dead or dying supervisord raises.
+RPC_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
 
 # supervisord inherits this, not the operator's shell: no stray credentials or
 # PYTHONPATH leak into services, and a boot from systemd equals a boot from SSH.
@@ -51,13 +58,22 @@ class Supervisor:
             return False
         try:
             return self.proxy.supervisor.getState()["statename"] == "RUNNING"
-        except (OSError, xmlrpc.client.Error):
+        except RPC_ERRORS:
+            self._local.proxy = None  # its connection is half-used now; start afresh next time
             return False
 
     def start_daemon(self) -> bool:
-        """Start supervisord unless it already answers; True if it was started."""
+        """Start supervisord unless it already answers; True if it was started.
+
+        A supervisord that died (killed, OOM) leaves its programs running, holding
+        their ports: those orphans are stopped first, or the new programs could not
+        bind and the box would serve from processes nobody supervises.
+        """
         if self.running():
             return False
+        reaped = self.reap_orphans()
+        if reaped:
+            log.warning("supervisord was gone; stopped %d orphaned program processes", reaped)
         conf = self.layout.supervisord_conf
         result = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
@@ -105,13 +121,50 @@ class Supervisor:
         pid = self.pid()
         try:
             self.proxy.supervisor.shutdown()
-        except (OSError, xmlrpc.client.Error):
+        except RPC_ERRORS:
             pass
         deadline = time.monotonic() + timeout
         while pid and _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if pid and _alive(pid):
             raise AgentError(f"supervisord (pid {pid}) did not exit within {timeout:.0f}s")
+
+    def orphans(self) -> list[int]:
+        """Processes started by a previous supervisord of this root: supervisord puts
+        its socket URL in every child's environment, and children inherit it; programs
+        that overwrite their environment (redis-server) are found by their pid file."""
+        marker = f"SUPERVISOR_SERVER_URL=unix://{self.layout.socket}".encode()
+        found = []
+        for pidfile in self.layout.pidfiles:
+            try:
+                pid = int(pidfile.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if _alive(pid):
+                found.append(pid)
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *found):
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                    if marker in handle.read().split(b"\0"):
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    def reap_orphans(self, grace: float = 15.0) -> int:
+        """SIGTERM the orphans, then SIGKILL what is left after `grace` seconds."""
+        pids = self.orphans()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in pids:
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        return len(pids)
 
     def pid(self) -> int | None:
         try:
@@ -145,11 +198,17 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
-def _alive(pid: int) -> bool:
+def _signal(pid: int, signum: int) -> None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (dead, not yet reaped by its parent) is not alive."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True

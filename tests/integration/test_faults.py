@@ -1,0 +1,85 @@
+"""Faults a fleet meets, survived: supervisord killed, a reboot, two restarts at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Agent, echo_service, free_ports, processes_under, stack_yaml
+
+pytestmark = pytest.mark.integration
+
+
+def health_pid(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        return int(json.loads(response.read())["pid"])
+
+
+@pytest.fixture
+def review_box(shop_repo: Path, new_root: Agent) -> tuple[Agent, dict[str, int]]:
+    ports = dict(zip(["postgres", "redis", "api", "front", "echo"], free_ports(5)))
+    slow_stop = "    stop_seconds: 5\n"
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(stack_yaml(shop_repo, ports, extra_services=echo_service(
+        "echo", ports["echo"], env="    env: {START_DELAY: '1.5'}\n", extra=slow_stop)))
+    new_root("bake", check=True)
+    new_root("boot", "--mode", "review", check=True)
+    return new_root, ports
+
+
+def test_supervisord_killed_then_boot_recovers(review_box: tuple[Agent, dict[str, int]]) -> None:
+    agent, ports = review_box
+    old_echo = health_pid(ports["echo"])
+    supervisord = int((agent.root / "run/unified/supervisord.pid").read_text())
+    os.kill(supervisord, signal.SIGKILL)
+    time.sleep(0.5)
+    assert health_pid(ports["echo"]) == old_echo  # orphans still hold the ports
+    code, report = agent.status()
+    assert code == 3 and report["supervisord"] == "NOT RUNNING"
+    result = agent("boot", "--mode", "review")
+    assert result.returncode == 0, result.stderr
+    assert "orphaned" in result.stderr  # said what it did
+    code, report = agent.status()
+    assert code == 0, report
+    assert health_pid(ports["echo"]) != old_echo  # a supervised process serves now
+    release_runs = (agent.root / "var/log/unified/shop-api.release.log").read_text().count("schema ready")
+    assert release_runs == 1  # recovery is not a new release
+
+
+def test_reboot_runs_no_second_release(review_box: tuple[Agent, dict[str, int]]) -> None:
+    agent, ports = review_box
+    agent("stop", check=True)  # what a clean shutdown does
+    assert processes_under(agent.root) == []
+    result = agent("boot", "--mode", "review", check=True)
+    assert "release done" not in result.stdout
+    assert (agent.root / "var/log/unified/shop-api.release.log").read_text().count("schema ready") == 1
+    assert agent.status()[0] == 0
+
+
+def test_two_restarts_at_once_never_both_run(review_box: tuple[Agent, dict[str, int]]) -> None:
+    agent, ports = review_box
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "agent", "restart", "echo", "--root", str(agent.root), "--wait", "0.5"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    time.sleep(0.3)  # the first holds the lock: echo takes 1.5 s to come back
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert second.returncode == 1
+    assert "another operation is in progress (agent restart, pid" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert out.count("echo: restarted") == 1 and "restarted" not in second.stdout
+    # and one that is willing to wait runs after the first, not beside it
+    waiting = subprocess.Popen(cmd[:-1] + ["30"], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    again = subprocess.run(cmd[:-1] + ["30"], capture_output=True, text=True, env=env, cwd=REPO, timeout=90)
+    waiting.communicate(timeout=90)
+    assert waiting.returncode == 0 and again.returncode == 0
+    assert agent.status()[0] == 0
