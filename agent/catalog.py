@@ -165,7 +165,8 @@ def _describe(error: Any) -> list[Problem]:
     if kind == "additionalProperties" and schema.get("additionalProperties") is False:
         known = schema.get("properties", {})
         allowed = ", ".join(sorted(known))
-        return [Problem(path + (extra,), f"unknown key {extra!r}; expected one of: {allowed}")
+        return [Problem(path + (extra,) if yamlsource.plain(extra) else path,
+                        f"unknown key {_show(extra)}; expected one of: {allowed}", at=path + (extra,))
                 for extra in error.instance if extra not in known]
     return [Problem(path, _message(error, schema))]
 

@@ -7,6 +7,7 @@ so the node tree is walked here and both are handled.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,18 @@ class _Walker:
         return result
 
 
+_PLAIN = re.compile(r"[\w:@/+=,-]+")
+
+
+def plain(part: object) -> bool:
+    """A key that can stand in a dotted path as it is."""
+    return isinstance(part, int) or bool(_PLAIN.fullmatch(str(part)))
+
+
 def format_path(key_path: KeyPath) -> str:
-    """`services.web.env.0` style, or `(top)` for the document itself."""
-    return ".".join(str(part) for part in key_path) if key_path else "(top)"
+    """`services.web.env.0` style, or `(top)` for the document itself. Keys come from
+    the file (untrusted): anything unusual is quoted and escaped, so an error line stays
+    one line with no spaces in its key path."""
+    if not key_path:
+        return "(top)"
+    return ".".join(str(p) if plain(p) else repr(str(p)).replace(" ", "\\x20") for p in key_path)
