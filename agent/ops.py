@@ -6,6 +6,7 @@ probes), never from AWS, so it stays well under a second.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
     """The status report as data, and the exit code (0 all ready, 3 otherwise)."""
     current = state.load(layout)
     if current is None:
-        return {"booted": False, "role": None, "programs": [], "error": "not booted: run `agent boot`"}, EXIT_NOT_READY
+        return {"booted": False, "role": None, "programs": [], "error": "not booted: run `agent boot`",
+                "manifest": _manifest(layout)}, EXIT_NOT_READY
     sup = Supervisor(layout)
     try:
         infos = sup.processes()
@@ -61,14 +63,24 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
         "boot_seconds": current.boot_seconds, "booted_at": current.booted_at,
         "last_error": current.last_error, "registrations": current.registrations,
         "agent_version": current.agent_version, "config": current.config, "identity": current.identity,
+        "manifest": _manifest(layout),
     }
     return report, 0 if ok else EXIT_NOT_READY
+
+
+def _manifest(layout: Layout) -> dict[str, Any] | None:
+    """What the image holds (written by `agent bake`), or None on an unbaked root."""
+    try:
+        data: dict[str, Any] = json.loads(layout.manifest.read_text())
+        return data
+    except (OSError, ValueError):
+        return None
 
 
 def format_status(report: dict[str, Any]) -> str:
     """The human table: one line per program, like `supervisorctl status`."""
     if not report.get("booted"):
-        return report.get("error", "not booted")
+        return "\n".join([report.get("error", "not booted"), *_image_line(report)])
     role = report["role"]
     who = role["mode"] + (f" ({role['service']})" if role.get("service") else "")
     lines = [f"role: {who}    supervisord: {report['supervisord']}"]
@@ -86,12 +98,21 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"registered: {where}, port {reg['port']}")
     if report.get("config"):
         lines.append(f"config vars from {report['config']['path']}: {', '.join(report['config']['keys'])}")
+    lines += _image_line(report)
     if report.get("steps"):
         steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in report["steps"])
         lines.append(f"last boot: {report['boot_seconds']:.2f}s ({steps})")
     if report.get("last_error"):
         lines.append(f"last error: {report['last_error']}")
     return "\n".join(lines)
+
+
+def _image_line(report: dict[str, Any]) -> list[str]:
+    manifest = report.get("manifest")
+    if not manifest:
+        return []
+    repos = ", ".join(f"{r['repo']}@{r['sha'][:12]} ({r['ref']})" for r in manifest.get("repos", []))
+    return [f"image: baked {manifest.get('baked_at')}: {repos}"]
 
 
 def _duration(seconds: float) -> str:
