@@ -35,6 +35,9 @@ lint: venv
 bench: setup venv           ## benchmarks (not tests): figures go to docs/benchmarks.md
 	$(PY) benchmarks/boot.py
 	$(PY) benchmarks/status.py
+	$(PY) benchmarks/production_boot.py
+	$(PY) benchmarks/bake.py
+	$(PY) benchmarks/watch_memory.py
 
 setup:
 	bash .ci/setup
