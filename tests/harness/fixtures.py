@@ -8,6 +8,14 @@
   ``ImdsEmulator`` keyword options, and stops it after the test.
 * ``aws_env``: ``os.environ`` without any inherited ``AWS_*`` variable, plus what reaches
   the moto server; add ``imds.env()`` (or use :func:`subprocess_env`) for IMDS.
+* ``haproxy``: factory; ``haproxy([(name, port), ...])`` starts a :class:`Haproxy`.
+* ``target_group_mirror``: factory; ``target_group_mirror(arn, proxy, {(id, port): name})``
+  keeps HAProxy's server states equal to the moto target group's (see ``haproxy.py``).
+* ``load``: factory; ``load(url, duration_s, connections, path)`` starts wrk
+  (:func:`tests.harness.load.start_load`), stopped after the test if still running.
+
+Several instances behind one target group and one Auto Scaling group: seed them with
+:func:`tests.harness.moto_server.seed_group` and give each ``imds(seeded)``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from typing import Any
 
 import pytest
 
+from .haproxy import Haproxy, TargetGroupMirror
 from .imds import ImdsEmulator, InstanceIdentity
+from .load import LoadHandle, start_load
 from .moto_server import MotoServer, SeededInstance
 
 
@@ -84,3 +94,69 @@ def imds(moto_server: MotoServer) -> Iterator[ImdsFactory]:
 def aws_env(moto_server: MotoServer) -> dict[str, str]:
     """Environment for subprocesses that talk to the moto server (no IMDS variable)."""
     return subprocess_env(moto_server)
+
+
+# --- load balancer stand-in and load ---------------------------------------------------
+
+HaproxyFactory = Callable[..., Haproxy]
+MirrorFactory = Callable[..., TargetGroupMirror]
+LoadFactory = Callable[..., LoadHandle]
+
+
+@pytest.fixture
+def haproxy() -> Iterator[HaproxyFactory]:
+    """Factory: ``haproxy([(name, port), ...], **options)`` starts a :class:`Haproxy` on
+    127.0.0.1 (a child process), stopped after the test."""
+    started: list[Haproxy] = []
+
+    def make(servers: list[tuple[str, int]], **options: Any) -> Haproxy:
+        proxy = Haproxy(servers, **options)
+        started.append(proxy.start())
+        return proxy
+
+    yield make
+    for proxy in reversed(started):
+        proxy.stop()
+
+
+@pytest.fixture
+def target_group_mirror(
+    moto_server: MotoServer, haproxy: HaproxyFactory
+) -> Iterator[MirrorFactory]:
+    """Factory: ``target_group_mirror(target_group_arn, haproxy, {(id, port): server})``
+    starts a :class:`TargetGroupMirror` on the test's moto server (synced once before it
+    returns), stopped after the test; it depends on ``haproxy`` so that it always stops
+    before HAProxy does."""
+    started: list[TargetGroupMirror] = []
+
+    def make(
+        target_group_arn: str,
+        proxy: Haproxy,
+        targets: Mapping[tuple[str, int], str],
+        **options: Any,
+    ) -> TargetGroupMirror:
+        mirror = TargetGroupMirror(moto_server, target_group_arn, proxy, targets, **options)
+        started.append(mirror.start())
+        return mirror
+
+    yield make
+    for mirror in started:
+        mirror.stop()
+
+
+@pytest.fixture
+def load() -> Iterator[LoadFactory]:
+    """Factory with :func:`start_load`'s signature; any wrk still running after the test
+    is stopped (SIGINT, then killed if it lingers)."""
+    started: list[LoadHandle] = []
+
+    def make(
+        url: str, duration_s: int, connections: int, path: str = "/slow?ms=200", **options: Any
+    ) -> LoadHandle:
+        handle = start_load(url, duration_s, connections, path, **options)
+        started.append(handle)
+        return handle
+
+    yield make
+    for handle in started:
+        handle.__exit__(None, None, None)

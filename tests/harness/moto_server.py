@@ -12,6 +12,13 @@ What it adds to plain moto, and why:
   ABANDON, and a second completion of the same action ("No active Lifecycle Action
   found with instance ID ...": once completed, the action is gone). Successful calls are
   recorded on the :class:`MotoServer` that served them (``lifecycle_actions``).
+* **ELBv2 draining** (:func:`install_draining`). Plain moto drops a deregistered target
+  at once; AWS keeps it ``draining`` for the target group's
+  ``deregistration_delay.timeout_seconds`` (300 by default), which is exactly the wait the
+  agent must honour before stopping a service. Requests served by a :class:`MotoServer`
+  get AWS's behaviour: ``draining`` / ``Target.DeregistrationInProgress`` for the delay,
+  then gone; registering again during the delay makes the target ``healthy`` at once.
+  :func:`seed_group` seeds several instances behind one target group and one group.
 * **Fault injection and a call log**, in a WSGI middleware in front of moto's app:
   every AWS request is logged as ``ApiCall(service, action)`` in ``calls`` and may be
   answered with a throttling error instead (see :meth:`MotoServer.inject_throttling`).
@@ -41,12 +48,17 @@ Facts about moto 5.2.1 that tests rely on (checked against moto, not assumed):
   ``LifecycleHookSpecificationList`` and the launch template's ``MetadataOptions``
   (the instance reports ``InstanceMetadataTags: disabled``, ``HttpTokens: optional``).
 * ``describe_target_health`` (ELBv2) reports a registered running instance as
-  ``healthy`` at once: there is no ``initial`` state and no health check is run. After
+  ``healthy`` at once: there is no ``initial`` state and no health check is run. In
+  plain moto (``mock_aws``, or ``MotoServer(emulate_draining=False)``), after
   ``deregister_targets`` the target vanishes from the unfiltered answer immediately;
-  asked for explicitly it is ``unused`` / ``Target.NotRegistered``. moto has no
+  asked for explicitly it is ``unused`` / ``Target.NotRegistered``; moto has no
   ``draining`` state: ``deregistration_delay.timeout_seconds`` is stored (default
-  ``"300"``) and returned by ``describe_target_group_attributes`` but has no effect.
-  A stopped instance is ``unused`` / ``Target.InvalidState``.
+  ``"300"``) and returned by ``describe_target_group_attributes`` but has no effect, and
+  deregistering a target that is not registered is ``InvalidTarget`` (AWS: success).
+  The harness's draining emulation changes exactly these points. A stopped instance is
+  ``unused`` / ``Target.InvalidState``.
+* An Auto Scaling group launches all its instances in one reservation in one subnet,
+  whatever ``VPCZoneIdentifier`` lists (no zone balancing).
 * Classic ELB: ``describe_instance_health`` says ``InService`` at once after
   registration, and the instance is gone right after deregistration; connection
   draining is off by default and has no effect either.
@@ -261,14 +273,16 @@ def _emulating_draining() -> bool:
     ``mock_aws`` users in the same process (and a server with ``emulate_draining``
     False) keep moto's own behaviour: the target disappears at once.
     """
-    return flask.has_request_context() and bool(
-        flask.request.environ.get(_DRAINING_ENVIRON_KEY)
-    )
+    return flask.has_request_context() and bool(flask.request.environ.get(_DRAINING_ENVIRON_KEY))
 
 
 def _deregistration_delay(group: FakeTargetGroup) -> float:
     value = group.attributes.get("deregistration_delay.timeout_seconds")
-    return DEFAULT_DEREGISTRATION_DELAY if value in (None, "") else float(value)
+    return DEFAULT_DEREGISTRATION_DELAY if value in (None, "") else float(str(value))
+
+
+def _known_instance(group: FakeTargetGroup, target_id: str) -> bool:
+    return group.ec2_backend.get_instance_by_id(target_id) is not None
 
 
 def _wrap(owner: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
@@ -285,14 +299,23 @@ def _wrap(owner: type, name: str, make: Callable[[Callable[..., Any]], Callable[
 def _make_deregister(original: Callable[..., Any]) -> Callable[..., Any]:
     def deregister(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
         if not _emulating_draining():
-            return original(self, targets)
+            original(self, targets)
+            return
         with _DRAINING_LOCK:
             drains = _drains(self)
-            # Deregistering a target that is already draining succeeds and changes
-            # nothing (its delay is not restarted); anything else goes to moto, which
-            # refuses a target that is not registered (InvalidTarget), as before.
-            pending = [t for t in targets if t["Id"] in self.targets or t["Id"] not in drains]
-            before = {t["Id"]: dict(self.targets[t["Id"]]) for t in pending if t["Id"] in self.targets}
+            # AWS: "If the specified target does not exist, the action returns
+            # successfully." So a target that is draining (its delay is not restarted) or
+            # an existing instance that is not registered is left alone; moto still
+            # refuses (InvalidTarget) an id that names no instance at all.
+            pending = [
+                t
+                for t in targets
+                if t["Id"] in self.targets
+                or (t["Id"] not in drains and not _known_instance(self, t["Id"]))
+            ]
+            before = {
+                t["Id"]: dict(self.targets[t["Id"]]) for t in pending if t["Id"] in self.targets
+            }
             delay = _deregistration_delay(self)
             try:
                 original(self, pending)
@@ -302,7 +325,6 @@ def _make_deregister(original: Callable[..., Any]) -> Callable[..., Any]:
                     for target_id, record in before.items():
                         if target_id not in self.targets:
                             drains[target_id] = _Drain(record, until)
-        return None
 
     return deregister
 
@@ -376,7 +398,6 @@ def install_draining() -> None:
     _wrap(FakeTargetGroup, "register", _make_register)
     _wrap(FakeTargetGroup, "health_for", _make_health_for)
     _wrap(ELBv2Backend, "describe_target_health", _make_describe_target_health)
-
 
 
 # --------------------------------------------------------------------------------------
@@ -761,7 +782,57 @@ def seed_instance(
       not attached to the group: the agent registers the instance itself.
 
     Seeding goes through boto3 marked as harness traffic, so it is not in ``calls``.
+    This is :func:`seed_group` with ``size=1``.
     """
+    [seeded] = seed_group(
+        server,
+        size=1,
+        tags=tags,
+        instance_type=instance_type,
+        image_id=image_id,
+        target_group=target_group,
+        target_group_protocol=target_group_protocol,
+        target_group_port=target_group_port,
+        deregistration_delay=deregistration_delay,
+        classic_elb=classic_elb,
+        auto_scaling_group=auto_scaling_group,
+        launch_hook=launch_hook,
+        terminate_hook=terminate_hook,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+    return seeded
+
+
+def seed_group(
+    server: MotoServer,
+    *,
+    size: int = 2,
+    tags: Mapping[str, str] | None = None,
+    instance_type: str = "t3.micro",
+    image_id: str = DEFAULT_IMAGE_ID,
+    target_group: str | None = None,
+    target_group_protocol: str = "HTTP",
+    target_group_port: int = 8000,
+    deregistration_delay: int | None = None,
+    classic_elb: str | None = None,
+    auto_scaling_group: str | None = None,
+    launch_hook: str | None = "launching",
+    terminate_hook: str | None = "terminating",
+    heartbeat_timeout: int = 3600,
+) -> list[SeededInstance]:
+    """Like :func:`seed_instance`, for ``size`` instances sharing everything they plug into.
+
+    One VPC, one target group, one classic ELB and (with ``auto_scaling_group``) one
+    Auto Scaling group of ``size`` (min = max = desired) whose instances are the ones it
+    launched; without a group, ``size`` plain instances with ``tags``. With ``size`` > 1
+    the group lists both subnets and plain instances alternate between them, but moto
+    launches a group's instances all in one zone (read ``availability_zone``). Nothing
+    is registered with the target group. The
+    list is in moto's order for the group (or launch order); each entry carries the same
+    shared ARNs and names, so ``imds(seeded)`` gives each instance its own emulator.
+    """
+    if size < 1:
+        raise ValueError("size must be at least 1")
     ec2 = server.client("ec2", internal=True)
     zones = (f"{server.region}a", f"{server.region}b")
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -771,6 +842,7 @@ def seed_instance(
         ]["SubnetId"]
         for i, zone in enumerate(zones, start=1)
     )
+    used_subnets = subnet_ids[:1] if size == 1 else subnet_ids
     tags = dict(tags or {})
     parts: dict[str, Any] = {}
     if auto_scaling_group:
@@ -778,18 +850,22 @@ def seed_instance(
             _seed_group(
                 server,
                 auto_scaling_group,
+                size,
                 tags,
                 image_id,
                 instance_type,
-                subnet_ids[0],
+                used_subnets,
                 launch_hook,
                 terminate_hook,
                 heartbeat_timeout,
             )
         )
-        instance_id = parts.pop("instance_id")
+        instance_ids = parts.pop("instance_ids")
     else:
-        instance_id = _run_instance(ec2, tags, image_id, instance_type, subnet_ids[0])
+        instance_ids = [
+            _run_instance(ec2, tags, image_id, instance_type, used_subnets[i % len(used_subnets)])
+            for i in range(size)
+        ]
     if target_group:
         parts.update(
             _seed_target_group(
@@ -811,16 +887,23 @@ def seed_instance(
             Subnets=list(subnet_ids),
         )
         parts["classic_elb_name"] = classic_elb
-    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    return SeededInstance(
-        instance_id=instance_id,
-        image_id=instance["ImageId"],
-        vpc_id=vpc_id,
-        subnet_ids=subnet_ids,
-        availability_zone=instance["Placement"]["AvailabilityZone"],
-        private_ip=instance["PrivateIpAddress"],
-        **parts,
-    )
+    found = {
+        instance["InstanceId"]: instance
+        for reservation in ec2.describe_instances(InstanceIds=list(instance_ids))["Reservations"]
+        for instance in reservation["Instances"]
+    }
+    return [
+        SeededInstance(
+            instance_id=instance_id,
+            image_id=found[instance_id]["ImageId"],
+            vpc_id=vpc_id,
+            subnet_ids=subnet_ids,
+            availability_zone=found[instance_id]["Placement"]["AvailabilityZone"],
+            private_ip=found[instance_id]["PrivateIpAddress"],
+            **parts,
+        )
+        for instance_id in instance_ids
+    ]
 
 
 _METADATA_OPTIONS = {"HttpTokens": "required", "InstanceMetadataTags": "enabled"}
@@ -849,10 +932,11 @@ def _run_instance(
 def _seed_group(
     server: MotoServer,
     name: str,
+    size: int,
     tags: Mapping[str, str],
     image_id: str,
     instance_type: str,
-    subnet_id: str,
+    subnet_ids: tuple[str, ...],
     launch_hook: str | None,
     terminate_hook: str | None,
     heartbeat_timeout: int,
@@ -870,10 +954,10 @@ def _seed_group(
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=name,
         LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": "$Latest"},
-        MinSize=1,
-        MaxSize=1,
-        DesiredCapacity=1,
-        VPCZoneIdentifier=subnet_id,
+        MinSize=size,
+        MaxSize=size,
+        DesiredCapacity=size,
+        VPCZoneIdentifier=",".join(subnet_ids),
         Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
     )
     for hook, transition in (
@@ -890,7 +974,7 @@ def _seed_group(
             )
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return {
-        "instance_id": group["AutoScalingGroups"][0]["Instances"][0]["InstanceId"],
+        "instance_ids": [i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]],
         "auto_scaling_group_name": name,
         "launch_template_id": template["LaunchTemplateId"],
         "launch_hook_name": launch_hook,
@@ -938,15 +1022,16 @@ def _seed_target_group(
 
 __all__ = [
     "ACCOUNT_ID",
+    "DEFAULT_DEREGISTRATION_DELAY",
     "DEFAULT_IMAGE_ID",
     "HARNESS_USER_AGENT_MARKER",
     "REGION",
-    "DEFAULT_DEREGISTRATION_DELAY",
     "ApiCall",
     "MotoServer",
     "SeededInstance",
     "identify",
     "install_draining",
     "install_lifecycle_actions",
+    "seed_group",
     "seed_instance",
 ]

@@ -17,7 +17,14 @@ from botocore.exceptions import ClientError
 
 from tests.harness.fixtures import ImdsFactory
 from tests.harness.imds import TOKEN_HEADER, TTL_HEADER, ImdsEmulator, InstanceIdentity
-from tests.harness.moto_server import ACCOUNT_ID, ApiCall, MotoServer, seed_instance
+from tests.harness.moto_server import (
+    ACCOUNT_ID,
+    ApiCall,
+    MotoServer,
+    SeededInstance,
+    seed_group,
+    seed_instance,
+)
 
 # Harmless when tests/conftest.py registers the plugin too: pytest loads it once.
 pytest_plugins = ["tests.harness.fixtures"]
@@ -293,6 +300,7 @@ def test_env_lets_a_subprocess_reach_moto(moto_server: MotoServer, aws_env: dict
 
 
 def test_moto_facts_asg_tags_and_target_health(moto_server: MotoServer) -> None:
+    moto_server.emulate_draining = False  # plain moto, as documented (reset() restores it)
     seeded = seed_instance(
         moto_server,
         tags=SERVICE_TAGS,
@@ -335,3 +343,169 @@ def test_injected_error_can_target_one_service(moto_server: MotoServer) -> None:
     with pytest.raises(ClientError) as failed:
         moto_server.client("elbv2", retries=no_retry).describe_tags(ResourceArns=["arn:aws:x"])
     assert failed.value.response["Error"]["Code"] == "InternalFailure"
+
+
+# --- ELBv2 draining (the harness's, moto has none) --------------------------------------
+
+
+def health(
+    moto: MotoServer, seeded: SeededInstance, port: int | None = None
+) -> tuple[list[tuple[str, str, str | None]], tuple[str, str | None]]:
+    """(the unfiltered listing as (id, state, reason), and the instance asked for by id)."""
+    elbv2 = moto.client("elbv2", internal=True)
+    arn = seeded.target_group_arn
+    listing = [
+        (d["Target"]["Id"], d["TargetHealth"]["State"], d["TargetHealth"].get("Reason"))
+        for d in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    ]
+    target = {"Id": seeded.instance_id, **({"Port": port} if port else {})}
+    [one] = elbv2.describe_target_health(TargetGroupArn=arn, Targets=[target])[
+        "TargetHealthDescriptions"
+    ]
+    return listing, (one["TargetHealth"]["State"], one["TargetHealth"].get("Reason"))
+
+
+def test_deregistered_target_drains_for_the_delay_then_is_gone(moto_server: MotoServer) -> None:
+    seeded = seed_instance(moto_server, target_group="stg-api-web", deregistration_delay=2)
+    elbv2, me = moto_server.client("elbv2"), seeded.instance_id
+    target = [{"Id": me, "Port": 8000}]
+    elbv2.register_targets(TargetGroupArn=seeded.target_group_arn, Targets=target)
+    assert health(moto_server, seeded) == ([(me, "healthy", None)], ("healthy", None))
+
+    elbv2.deregister_targets(TargetGroupArn=seeded.target_group_arn, Targets=target)
+    deregistered = time.monotonic()
+    draining = (me, "draining", "Target.DeregistrationInProgress")
+    seen = []
+    while time.monotonic() - deregistered < 4:  # bounded: the delay is 2 s
+        listing, by_id = health(moto_server, seeded)
+        seen.append((time.monotonic() - deregistered, listing, by_id))
+        if not listing:
+            break
+        time.sleep(0.1)
+    states = [(listing, by_id) for _, listing, by_id in seen]
+    gone_after = seen[-1][0]
+    assert states[0] == ([draining], draining[1:])
+    assert states[-1] == ([], ("unused", "Target.NotRegistered"))
+    assert set(map(repr, states[:-1])) == {repr(([draining], draining[1:]))}  # no flapping
+    assert 1.9 <= gone_after <= 2.5, gone_after
+    assert health(moto_server, seeded, port=8000)[1] == ("unused", "Target.NotRegistered")
+    # What the agent does, counted: one deregistration; the harness's reads are not.
+    assert [c.action for c in moto_server.calls] == ["RegisterTargets", "DeregisterTargets"]
+
+
+def test_registering_a_draining_target_makes_it_healthy_at_once(moto_server: MotoServer) -> None:
+    seeded = seed_instance(moto_server, target_group="stg-api-web", deregistration_delay=30)
+    elbv2, arn, me = moto_server.client("elbv2"), str(seeded.target_group_arn), seeded.instance_id
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    assert health(moto_server, seeded)[1] == ("draining", "Target.DeregistrationInProgress")
+    assert 29 < moto_server.draining_targets(arn)[me] <= 30
+
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    assert health(moto_server, seeded) == ([(me, "healthy", None)], ("healthy", None))
+    assert moto_server.draining_targets(arn) == {}
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me}])  # drains anew
+    assert health(moto_server, seeded)[1][0] == "draining"
+
+
+def test_draining_details_like_aws(moto_server: MotoServer) -> None:
+    """Default delay 300 s; 0 means none; deregistering again is not an error (AWS: "If
+    the specified target does not exist, the action returns successfully") and does not
+    restart the delay; a port the target was not registered on is not draining."""
+    seeded = seed_instance(moto_server, target_group="stg-api-web")  # default delay
+    elbv2, arn, me = moto_server.client("elbv2"), str(seeded.target_group_arn), seeded.instance_id
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": me, "Port": 8000}])
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me, "Port": 8000}])
+    left = moto_server.draining_targets(arn)[me]
+    assert 299 < left <= 300
+    time.sleep(0.05)
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me, "Port": 8000}])
+    assert moto_server.draining_targets(arn)[me] < left  # not restarted
+    assert health(moto_server, seeded, port=8000)[1][0] == "draining"
+    assert health(moto_server, seeded, port=9999)[1][0] == "unused"
+    with pytest.raises(ClientError) as unknown:  # an id that is no instance at all
+        elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": "i-0000000000000dead"}])
+    assert unknown.value.response["Error"]["Code"] == "InvalidTarget"
+
+    moto_server.end_draining(arn)  # what AWS does early when nothing is in flight
+    assert health(moto_server, seeded) == ([], ("unused", "Target.NotRegistered"))
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me}])  # not registered: fine
+
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=arn,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "0"}],
+    )
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    assert health(moto_server, seeded) == ([], ("unused", "Target.NotRegistered"))
+
+
+def test_draining_survives_faults_and_reset(moto_server: MotoServer) -> None:
+    seeded = seed_instance(moto_server, target_group="stg-api-web", deregistration_delay=60)
+    arn, me = seeded.target_group_arn, seeded.instance_id
+    elbv2 = moto_server.client("elbv2", retries={"mode": "standard"})
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    moto_server.inject_throttling("DeregisterTargets", 1)
+    reply = elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": me}])
+    assert reply["ResponseMetadata"]["RetryAttempts"] == 1
+    assert moto_server.call_count("DeregisterTargets") == 2
+    assert health(moto_server, seeded)[1][0] == "draining"
+    moto_server.emulate_draining = False
+    moto_server.reset()  # forgets the group, and restores emulate_draining
+    assert moto_server.emulate_draining is True
+
+
+def test_seed_group_puts_two_instances_behind_one_target_group(
+    moto_server: MotoServer, imds: ImdsFactory
+) -> None:
+    first, second = seed_group(
+        moto_server,
+        size=2,
+        tags=SERVICE_TAGS,
+        auto_scaling_group="asg-web",
+        target_group="stg-api-web",
+        deregistration_delay=2,
+    )
+    assert first.instance_id != second.instance_id
+    for shared in ("target_group_arn", "auto_scaling_group_name", "vpc_id", "launch_hook_name"):
+        assert getattr(first, shared) == getattr(second, shared) is not None
+    group = moto_server.client("autoscaling", internal=True).describe_auto_scaling_groups(
+        AutoScalingGroupNames=["asg-web"]
+    )["AutoScalingGroups"][0]
+    assert sorted(i["InstanceId"] for i in group["Instances"]) == sorted(
+        [first.instance_id, second.instance_id]
+    )
+
+    emulators = [imds(first), imds(second)]
+    for seeded, emulator in zip((first, second), emulators):
+        tok = token(emulator)
+        assert get(emulator, "meta-data/instance-id", tok).text == seeded.instance_id
+        assert get(emulator, "meta-data/tags/instance/unified:service", tok).text == "api-web"
+        assert get(emulator, "meta-data/tags/instance/aws:autoscaling:groupName", tok).text == (
+            "asg-web"
+        )
+        assert get(emulator, "meta-data/autoscaling/target-lifecycle-state", tok).text == (
+            "InService"
+        )
+    emulators[0].set_lifecycle_state("Terminated")  # each emulator is its own instance
+    assert (
+        get(emulators[1], "meta-data/autoscaling/target-lifecycle-state", token(emulators[1])).text
+        == "InService"
+    )
+
+    elbv2, arn = moto_server.client("elbv2"), first.target_group_arn
+    elbv2.register_targets(
+        TargetGroupArn=arn,
+        Targets=[{"Id": first.instance_id, "Port": 8001}, {"Id": second.instance_id, "Port": 8002}],
+    )
+    elbv2.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": first.instance_id, "Port": 8001}])
+    listing = {
+        (d["Target"]["Id"], d["Target"]["Port"]): d["TargetHealth"]["State"]
+        for d in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    }
+    assert listing == {
+        (first.instance_id, 8001): "draining",
+        (second.instance_id, 8002): "healthy",
+    }
+    plain = seed_group(moto_server, size=3, tags={"unified:mode": "review"})
+    assert len({p.instance_id for p in plain}) == 3 and plain[0].auto_scaling_group_name is None

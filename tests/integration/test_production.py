@@ -237,7 +237,8 @@ def test_stop_deregisters_first(moto_server: MotoServer, imds: Any, shop_repo: P
     new_root("boot", check=True)
     result = new_root("stop", "--drain-timeout", "1", check=True)
     assert result.stdout.index("deregistered from") < result.stdout.index("stopped everything")
-    assert target_health(moto_server, seeded.target_group_arn) == []
+    # still draining (5 s delay, we waited 1 s), as on AWS: out of rotation either way
+    assert target_health(moto_server, seeded.target_group_arn) in ([], [(seeded.instance_id, "draining")])
     assert processes_under(new_root.root) == []
 
 
