@@ -20,7 +20,6 @@ from agent import __version__, fs, git
 from agent.catalog import Catalog, Repo
 from agent.errors import AgentError
 from agent.paths import Layout
-from agent.supervisor import tail
 
 _print_lock = threading.Lock()
 
@@ -37,6 +36,8 @@ def bake(layout: Layout, catalog: Catalog, jobs: int = 4) -> dict[str, Any]:
     log_dir = layout.logs / "bake"
     fs.ensure_dir(layout.repos, 0o755)
     fs.ensure_dir(log_dir, 0o755)
+    # the old manifest would describe checkouts this bake is about to move
+    layout.manifest.unlink(missing_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bake") as pool:
         futures = {name: pool.submit(_bake_one, layout, repo, urls[name]) for name, repo in catalog.repos.items()}
     failures = [(name, f.exception()) for name, f in futures.items() if f.exception() is not None]
@@ -71,6 +72,6 @@ def _bake_one(layout: Layout, repo: Repo, url: str) -> dict[str, Any]:
         build_seconds = round(time.monotonic() - t1, 3)
         if result.returncode != 0:
             raise AgentError(f"build exited {result.returncode} after {build_seconds:.1f}s\n"
-                             f"--- last lines of {log} ---\n{tail(log)}")
+                             f"--- last lines of {log} ---\n{fs.tail(log)}")
         say(f"{repo.name}: built in {build_seconds:.1f}s")
     return {"repo": repo.name, "url": url, "ref": repo.ref, "sha": sha, "build_seconds": build_seconds}

@@ -15,15 +15,16 @@ import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
-from agent import __version__, databases, fs, graph, readiness, render, state
+from agent import __version__, databases, fs, graph, readiness, render, state, users
 from agent.errors import AgentError
 from agent.paths import Layout
 from agent.plan import Inputs, Plan, Program
-from agent.supervisor import CLEAN_ENV, Supervisor, tail
+from agent.supervisor import CLEAN_ENV, Supervisor
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 class Box:
@@ -35,12 +36,20 @@ class Box:
         self._initdb_done: Future[None] | None = None
         self.early_supervisord: Future[bool] | None = None  # see start_supervisord_early
 
+    @property
+    def digest_key(self) -> bytes:
+        return databases.password(self.layout, "env-digest-key").encode()
+
+    def pending_changes(self) -> list[Path]:
+        """Program files a boot would change (so changed programs would restart)."""
+        return [f.path for f in render.plan_files(self.layout, self.plan, self.digest_key) if fs.differs(f)]
+
     # -- files -------------------------------------------------------------------------
     def render(self) -> list[Path]:
         """Write every file of the plan; drop program files the plan no longer has."""
         layout = self.layout
         changed = render_base(layout)
-        files = render.plan_files(layout, self.plan)
+        files = render.plan_files(layout, self.plan, self.digest_key)
         names = {p.name for p in self.plan.programs}
         if any(p.name == "redis" for p in self.plan.programs):
             redis = self.plan.program("redis")
@@ -49,7 +58,7 @@ class Box:
                                "postgres" in names, "redis" in names)
         changed += fs.write_all(files)
         keep = {f.path for f in files}
-        for folder in (layout.programs_dir, layout.specs_dir):
+        for folder in (layout.include_dir, layout.env_dir):
             for stale in folder.iterdir():
                 if stale.is_file() and stale not in keep and not stale.name.startswith("."):
                     stale.unlink()
@@ -73,7 +82,7 @@ class Box:
             self.supervisor.start(program.name)
         result = readiness.wait(lambda: self.check(program), t0 + program.readiness.timeout)
         if not result.ready:
-            log = tail(self.layout.program_log(program.name))
+            log = fs.tail(self.layout.program_log(program.name))
             raise AgentError(f"not ready: {result.detail}\n"
                              f"--- last lines of {self.layout.program_log(program.name)} ---\n{log}")
         return time.monotonic() - t0
@@ -86,7 +95,7 @@ class Box:
         # initdb needs no supervisord: on a first boot, run it while supervisord starts
         pending_initdb = None
         if any(p.name == "postgres" for p in self.plan.programs) and not databases.initialised(self.layout):
-            pending_initdb = ThreadPoolExecutor(1).submit(self._initdb, self.plan.program("postgres"), steps)
+            pending_initdb = background(self._initdb, self.plan.program("postgres"), steps)
         with steps("supervisord"):
             early = self.early_supervisord
             started = early.result() if early is not None else self.supervisor.start_daemon()
@@ -155,20 +164,21 @@ class Box:
             spec = render.release_spec_path(self.layout, program.name)
             log = self.layout.logs / f"{program.name}.release.log"
             with open(log, "ab") as out:
-                result = subprocess.run(list(render.launch_argv(spec)), cwd=program.directory, user=program.user,
+                result = subprocess.run(list(render.launch_argv(spec)), cwd=program.directory,  # type: ignore[call-overload]
                                         env=dict(CLEAN_ENV), stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, check=False)
+                                        stderr=subprocess.STDOUT, check=False, **users.run_as(program.user))
             if result.returncode != 0:
                 raise AgentError(f"release command exited {result.returncode}\n"
-                                 f"--- last lines of {log} ---\n{tail(log)}")
+                                 f"--- last lines of {log} ---\n{fs.tail(log)}")
         current.releases[program.name] = key
         self.say(f"{program.name}: release done")
 
 
 def render_base(layout: Layout) -> list[Path]:
     """The directories and supervisord.conf: everything supervisord needs to start."""
-    for path, mode in ((layout.etc, 0o755), (layout.run, 0o755), (layout.logs, 0o755),
-                       (layout.state_dir, 0o755), (layout.specs_dir, 0o711), (layout.programs_dir, 0o755)):
+    # logs 0750: programs print what they like (a failing statement, a token)
+    for path, mode in ((layout.etc, 0o755), (layout.run, 0o755), (layout.logs, 0o750),
+                       (layout.state_dir, 0o755), (layout.env_dir, 0o711), (layout.include_dir, 0o755)):
         fs.ensure_dir(path, mode)
     return fs.write_all([render.supervisord_conf(layout, run_as_root=_is_root())])
 
@@ -180,7 +190,17 @@ def start_supervisord_early(layout: Layout) -> Future[bool]:
         render_base(layout)
         return Supervisor(layout).start_daemon()
 
-    return ThreadPoolExecutor(1, thread_name_prefix="supervisord").submit(start)
+    return background(start)
+
+
+def background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run `fn` in a thread of its own; the pool is shut down at once (its thread ends
+    with the work), so nothing lingers after the result is taken."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="boot-bg")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def release_key(layout: Layout, program: Program) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.func(args) or 0)
     except AgentError as exc:
@@ -36,6 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen OS error: one clear line, details on demand
+        if os.environ.get("AGENT_DEBUG"):
+            raise
+        print(f"agent {args.command_name}: unexpected {exc.__class__.__name__}: {exc} "
+              "(run again with AGENT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(AgentError):
+    """SIGTERM (systemd stopping the unit, a timeout): raised where the agent is, so a
+    boot in progress still completes its lifecycle hook with ABANDON and deregisters."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated("stopped by SIGTERM")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_name=name)
         return p
 
     command("validate", cmd_validate, "check services.yaml; exit 2 with FILE:LINE errors if it is wrong")
@@ -94,7 +113,15 @@ def _role_args(p: argparse.ArgumentParser) -> None:
 
 
 def _layout(args: argparse.Namespace) -> Layout:
-    return Layout(args.root.resolve())
+    layout = Layout(args.root.resolve())
+    root = str(layout.root)
+    if any(c.isspace() for c in root):
+        raise BadInput(f"--root {root!r}: white space in the root breaks supervisord's include list; "
+                       "choose a root without spaces")
+    if len(str(layout.socket).encode()) > 100:
+        raise BadInput(f"--root {root!r} is too long: the supervisord socket path {layout.socket} "
+                       "must fit a unix socket address (100 bytes); choose a shorter root")
+    return layout
 
 
 def _catalog(args: argparse.Namespace, trust_bake: bool = False) -> Any:
@@ -119,15 +146,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _inputs(layout: Layout, cat: Any, generate_secrets: bool, config_vars: dict[str, str] | None = None) -> Any:
-    from agent import databases
+    from agent import databases, users
     from agent.plan import Inputs
     tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
     kwargs: dict[str, Any] = {}
     if generate_secrets:
         kwargs = {"pg_password": databases.password(layout, "postgres"),
                   "redis_password": databases.password(layout, "redis")}
-    return Inputs(tools=tools, service_user=databases.system_user(SERVICE_USER),
-                  postgres_user=databases.system_user("postgres"), redis_user=databases.system_user("redis"),
+    service_user = users.system_user(SERVICE_USER)
+    return Inputs(tools=tools, service_user=service_user, service_home=users.home_of(service_user),
+                  postgres_user=users.system_user("postgres"), redis_user=users.system_user("redis"),
                   config_vars=dict(config_vars or {}), **kwargs)
 
 
@@ -169,6 +197,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
     else:
         from agent import instance
         from agent.imds import Imds
+        if args.service is not None and args.mode is None:
+            raise BadInput("--service needs --mode (staging or production)")
+        if args.mode is not None:  # flags are checked before anything asks IMDS
+            _role(args, _catalog(args, trust_bake=True))
 
         def inputs_for(cat: Any, role: Any, config: dict[str, str]) -> Any:
             return _inputs(layout, cat, generate_secrets=role.mode == "review", config_vars=config)
@@ -195,8 +227,8 @@ def _require_checkouts(layout: Layout, cat: Any, role: Any) -> None:
     names = cat.services if role.mode == "review" else [role.service]
     missing = sorted({cat.services[n].repo for n in names if not layout.repo_dir(cat.services[n].repo).is_dir()})
     if missing:
-        raise AgentError(f"repos not baked under {layout.repos}: {', '.join(missing)}; "
-                         f"run `agent bake --root {layout.root}` first", exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"repos not baked under {layout.repos}: {', '.join(missing)}; "
+                       f"run `agent bake --root {layout.root}` first")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -211,6 +243,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     layout = _layout(args)
     _logging()
     with lock.exclusive(layout, "restart", wait=args.wait):
+        ops.restart_targets(layout, args.names)  # a typo must not take the box out of the load balancer
         current = state.load(layout)
         if current is not None and current.registrations:
             instance.restart(layout, args.names, args.drain_timeout)
@@ -252,6 +285,3 @@ def cmd_bake(args: argparse.Namespace) -> int:
     print(f"baked {len(manifest['repos'])} repos; manifest at {layout.manifest}")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

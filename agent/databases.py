@@ -22,6 +22,7 @@ from agent import fs
 from agent.errors import AgentError
 from agent.paths import Layout
 from agent.plan import Tools
+from agent.users import run_as
 
 
 def find_tools(pg_version: int | None = None) -> Tools:
@@ -39,17 +40,6 @@ def find_tools(pg_version: int | None = None) -> Tools:
         pg_bin = str(Path(candidates[-1]).parent)
     redis = shutil.which("redis-server") or "/usr/bin/redis-server"
     return Tools(pg_bin=pg_bin or "/usr/lib/postgresql/15/bin", redis_server=redis)
-
-
-def system_user(name: str) -> str | None:
-    """`name` when the agent is root and that user exists; else None (run as ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return None
-    return name
 
 
 def password(layout: Layout, name: str) -> str:
@@ -76,7 +66,7 @@ def initdb(layout: Layout, tools: Tools, user: str | None) -> bool:
     result = subprocess.run(
         [f"{tools.pg_bin}/initdb", "-D", str(layout.pg_data), "--auth-local=peer",
          "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
-        user=user, cwd="/", capture_output=True, text=True, check=False,
+        cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
     )
     if result.returncode != 0:
         raise AgentError(f"initdb failed for {layout.pg_data}: {result.stderr.strip()[-500:]}")
@@ -85,7 +75,8 @@ def initdb(layout: Layout, tools: Tools, user: str | None) -> bool:
 
 def provision(layout: Layout, tools: Tools, user: str | None, port: int, databases: tuple[str, ...],
               app_password: str) -> None:
-    """Create (or update) the `app` role and every declared database, idempotently.
+    """Create the `app` role (with its password) and every declared database, unless they
+    exist: a second boot changes nothing (an ALTER at every boot would store a new salt).
 
     SQL goes over stdin, never argv, so the password is not visible in `ps`.
     """
@@ -93,18 +84,18 @@ def provision(layout: Layout, tools: Tools, user: str | None, port: int, databas
         f"SELECT 'CREATE DATABASE {db} OWNER app' WHERE NOT EXISTS "
         f"(SELECT FROM pg_database WHERE datname = '{db}')\\gexec" for db in databases)
     sql = f"""
-SELECT 'CREATE ROLE app LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app')\\gexec
-ALTER ROLE app WITH LOGIN PASSWORD '{app_password}';
+SELECT format('CREATE ROLE app LOGIN PASSWORD %L', '{app_password}') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app')\\gexec
 {db_lines}
 """
     superuser = user or pwd.getpwuid(os.geteuid()).pw_name
     result = subprocess.run(
         [f"{tools.pg_bin}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(layout.pg_socket_dir),
          "-p", str(port), "-U", superuser, "-d", "postgres"],
-        input=sql, user=user, cwd="/", capture_output=True, text=True, check=False,
+        input=sql, cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
     )
     if result.returncode != 0:
-        raise AgentError(f"creating databases {', '.join(databases)} failed: {result.stderr.strip()[-500:]}")
+        detail = result.stderr.strip()[-500:].replace(app_password, "***")  # psql echoes the statement
+        raise AgentError(f"creating databases {', '.join(databases)} failed: {detail}")
 
 
 def prepare_dirs(layout: Layout, pg_user: str | None, redis_user: str | None, with_pg: bool, with_redis: bool) -> None:

@@ -93,13 +93,22 @@ class LoadBalancer:
         found = _call(f"reading health in {self.target.name}", self.classic.describe_instance_health,
                       LoadBalancerName=self.target.classic_elb, Instances=[{"InstanceId": self.target.instance_id}])
         states = found.get("InstanceStates", [])
-        return {"InService": "healthy", "OutOfService": "unhealthy"}.get(states[0]["State"], "unused") if states else "unused"
+        if not states:
+            return "unused"
+        # Classic ELB says OutOfService both for "failing health checks" and for "not
+        # registered (any more)"; only its description tells them apart.
+        current, description = states[0]["State"], states[0].get("Description", "")
+        if current == "InService":
+            return "healthy"
+        if current == "OutOfService" and "not currently registered" in description:
+            return "unused"
+        return "unhealthy" if current == "OutOfService" else "initial"  # Unknown: still settling
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             current = self.state()
-            if current == "healthy":
+            if current in ("healthy", "unavailable"):  # unavailable: health checks are off
                 return
             if time.monotonic() + self.poll > deadline:
                 raise AgentError(f"{self.target.instance_id}:{self.target.port} is not healthy in "

@@ -35,16 +35,23 @@ def owner_ids(user: str | None) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def write(spec: FileSpec) -> bool:
-    """Write `spec` atomically; return False (and touch nothing) when already identical."""
-    data = spec.content.encode("utf-8")
+def differs(spec: FileSpec) -> bool:
+    """True when writing `spec` would change the file (content, mode or owner)."""
     uid, gid = owner_ids(spec.owner)
     try:
         st = spec.path.stat()
-        if (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (spec.mode, uid, gid) and spec.path.read_bytes() == data:
-            return False
+        same = (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (spec.mode, uid, gid)
+        return not (same and spec.path.read_bytes() == spec.content.encode("utf-8"))
     except FileNotFoundError:
-        pass
+        return True
+
+
+def write(spec: FileSpec) -> bool:
+    """Write `spec` atomically; return False (and touch nothing) when already identical."""
+    if not differs(spec):
+        return False
+    data = spec.content.encode("utf-8")
+    uid, gid = owner_ids(spec.owner)
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=spec.path.parent, prefix=f".{spec.path.name}.")
     try:
@@ -75,3 +82,16 @@ def ensure_dir(path: Path, mode: int = 0o755, owner: str | None = None) -> None:
     st = path.stat()
     if (st.st_uid, st.st_gid) != (uid, gid):
         os.chown(path, uid, gid)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file (read from the end: logs can be large)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read()
+    except OSError:
+        return "(no log)"
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

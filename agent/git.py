@@ -15,18 +15,23 @@ from urllib.parse import urlsplit
 
 from agent.errors import AgentError, BadInput
 
-_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+_SCP_LIKE = re.compile(r"^(?:[\w.-]+@)?[\w.-]+:(?!//)")  # [user@]host:path, git's scp-like syntax
 
 
 def resolve_url(url: str, base: Path) -> str:
-    """Local paths are taken relative to services.yaml's folder; URLs pass through."""
+    """Local paths are taken relative to services.yaml's folder; URLs pass through.
+
+    HTTP(S) URLs may not carry any user info: `https://TOKEN@host/...` is how access
+    tokens are usually pasted, and it would be written into the image's .git/config
+    and manifest. (ssh://git@host is a login name, not a credential.)
+    """
     if "://" in url:
         parts = urlsplit(url)
-        if parts.password:
-            raise BadInput(f"repo url {parts.scheme}://{parts.hostname}/... carries a password; "
+        if parts.password or (parts.username and parts.scheme in ("http", "https")):
+            raise BadInput(f"repo url {parts.scheme}://{parts.hostname}/... carries credentials; "
                            "use an SSH key or a git credential helper instead")
         return url
-    if _SCP_LIKE.match(url):
+    if _SCP_LIKE.match(url) and not url.startswith(("/", ".")):
         return url
     return str((base / url).resolve())
 

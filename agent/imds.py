@@ -1,7 +1,7 @@
 """The instance metadata service, IMDSv2 only: who this instance is, and its notices.
 
-Retry policy (written down, like cloud-init's): connection errors, timeouts and 5xx are
-retried with exponential backoff until a deadline; 401 means the token expired or was
+Retry policy (written down, like cloud-init's): connection errors, timeouts, 5xx and
+429 (throttling) are retried with exponential backoff until a deadline; 401 means the token expired or was
 revoked, so a new one is fetched once and the request repeated; 404 is an answer ("not
 there": tags disabled, no spot notice) and is returned as None; any other 4xx fails at
 once. Every failed try is logged with the URL, elapsed/deadline and the reason. The
@@ -59,10 +59,9 @@ class Imds:
         started = time.monotonic()
         pause = 0.1
         while True:
-            elapsed = time.monotonic() - started
             try:
                 response = self.session.request(method, url, headers=headers, timeout=self.timeout)
-                if response.status_code < 500:
+                if response.status_code < 500 and response.status_code != 429:  # 429: IMDS throttling
                     return response
                 reason = f"HTTP {response.status_code}"
             except requests.RequestException as exc:
@@ -84,7 +83,7 @@ class Imds:
             if response.status_code != 200:
                 raise ImdsError(f"IMDS refused a session token: HTTP {response.status_code} "
                                 f"({self.base}/latest/api/token)")
-            self._token = response.text.strip()
+            self._token = response.content.decode("ascii", "replace").strip()
             self._token_expires = time.monotonic() + TOKEN_TTL
         return self._token
 
@@ -94,7 +93,7 @@ class Imds:
             response = self._request("GET", f"latest/{path}", {"X-aws-ec2-metadata-token": self.token()})
             assert response is not None
             if response.status_code == 200:
-                return response.text
+                return response.content.decode("utf-8", "replace")  # text/plain, no charset: UTF-8
             if response.status_code == 404:
                 return None
             if response.status_code == 401 and attempt == 1:

@@ -99,14 +99,25 @@ def boot(layout: Layout, load_catalog: Callable[[], Catalog], inputs_for: Callab
             hook = hook_lookup.result() if hook_lookup is not None else None
             if hook is not None:
                 stack.enter_context(hook.heartbeats(heartbeat_interval))
-            current = box.boot()
-            for target in targets(plan, who.identity.instance_id, who.identity.region, current.registrations):
-                lb = LoadBalancer(target)
+            if current.registrations and box.pending_changes():
+                # a re-boot with new config restarts the service: out of the load balancer first
+                with Drained(layout, None, say, register_after=False):
+                    current = box.boot()
+            else:
+                current = box.boot()
+            lbs = [LoadBalancer(t) for t in targets(plan, who.identity.instance_id, who.identity.region,
+                                                   current.registrations)]
+            for lb in lbs:
+                lb.resolve()
+            # recorded before registering: a crash in between must still leave stop and
+            # watch knowing what to deregister
+            current.registrations = [lb.target.to_json() for lb in lbs]
+            state.save(layout, current)
+            for lb in lbs:
                 lb.register()
                 registered.append(lb)
                 lb.wait_healthy(HEALTH_TIMEOUT)
-                say(f"{the_role.service}: healthy in {target.name}")
-            current.registrations = [lb.target.to_json() for lb in registered]
+                say(f"{the_role.service}: healthy in {lb.target.name}")
             current.config = {"path": config_path, "keys": sorted(config)} if config else {}
         if hook is not None:
             hook.complete("CONTINUE")
@@ -134,10 +145,6 @@ def _quietly(action: Callable[[], Any], what: str) -> None:
         action()
     except Exception as exc:  # already failing: report, but keep the first error
         log.error("%s failed too: %s", what, exc)
-
-
-def drained(layout: Layout, drain_limit: float | None, say: Callable[[str], None]) -> "Drained":
-    return Drained(layout, drain_limit, say)
 
 
 class Drained:

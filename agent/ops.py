@@ -124,6 +124,7 @@ def stop_all(layout: Layout, service_names: list[str]) -> None:
     """Stop services first (in parallel), then everything else, then supervisord."""
     sup = Supervisor(layout)
     if not sup.running():
+        sup.reap_orphans()  # a dead supervisord's programs would otherwise keep running
         return
     names = set(sup.processes())
     services = [n for n in service_names if n in names]
@@ -141,19 +142,28 @@ def require_running(layout: Layout) -> Supervisor:
     return sup
 
 
-def restart(layout: Layout, names: list[str], say: Any = print) -> None:
-    """Restart programs one at a time, each ready again before the next (review mode;
-    staging/production drain from the load balancer around this, see agent.cli)."""
+def restart_targets(layout: Layout, names: list[str]) -> list[str]:
+    """The programs `agent restart NAMES` means (all services when none are named), or
+    BadInput before anything is drained or stopped."""
     current = state.load(layout)
     if current is None:
         raise AgentError(f"nothing is booted under {layout.root}: run `agent boot` first")
-    known = {p["name"]: p for p in current.programs}
-    services = [p["name"] for p in current.programs if p["kind"] == "service"]
-    targets = names or services
+    known = [p["name"] for p in current.programs]
+    targets = names or [p["name"] for p in current.programs if p["kind"] == "service"]
     unknown = [n for n in targets if n not in known]
     if unknown:
         raise BadInput(f"restart: no program named {', '.join(map(repr, unknown))}; "
                        f"this box runs: {', '.join(known)}")
+    return targets
+
+
+def restart(layout: Layout, names: list[str], say: Any = print) -> None:
+    """Restart programs one at a time, each ready again before the next (review mode;
+    staging/production drain from the load balancer around this, see agent.instance)."""
+    targets = restart_targets(layout, names)
+    current = state.load(layout)
+    assert current is not None
+    known = {p["name"]: p for p in current.programs}
     sup = require_running(layout)
     for name in targets:
         t0 = time.monotonic()

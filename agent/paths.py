@@ -29,12 +29,12 @@ class Layout:
         return self.etc / "supervisord.conf"
 
     @property
-    def programs_dir(self) -> Path:
-        """supervisord `[program:x]` sections, one file each (included by supervisord.conf)."""
+    def include_dir(self) -> Path:
+        """supervisord `[program:x]` sections, one file each (supervisord.conf includes them)."""
         return self.etc / "supervisor.d"
 
     @property
-    def specs_dir(self) -> Path:
+    def env_dir(self) -> Path:
         """Environment files sourced before each command (may hold secrets): mode 0600."""
         return self.etc / "programs"
 
@@ -88,10 +88,10 @@ class Layout:
         return self.redis_data / "redis.pid"
 
     @property
-    def pidfiles(self) -> tuple[Path, ...]:
-        """Pid files of supervised programs (not supervisord's): how orphans are found
-        when a program hides the environment supervisord gave it."""
-        return (self.redis_pid, self.pg_data / "postmaster.pid")
+    def pidfiles(self) -> tuple[tuple[Path, str], ...]:
+        """Pid files of supervised programs, with the process name each pid must have:
+        how orphans are found when a program hides the environment supervisord gave it."""
+        return ((self.redis_pid, "redis-server"), (self.pg_data / "postmaster.pid", "postgres"))
 
     @property
     def srv(self) -> Path:
@@ -109,10 +109,10 @@ class Layout:
         return self.repos / repo
 
     def program_conf(self, program: str) -> Path:
-        return self.programs_dir / f"{program}.conf"
+        return self.include_dir / f"{program}.conf"
 
-    def program_spec(self, program: str) -> Path:
-        return self.specs_dir / f"{program}.env"
+    def program_env(self, program: str) -> Path:
+        return self.env_dir / f"{program}.env"
 
     def program_log(self, program: str) -> Path:
         return self.logs / f"{program}.log"

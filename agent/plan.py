@@ -43,6 +43,7 @@ class Inputs:
 
     tools: Tools = field(default_factory=Tools)
     service_user: str | None = None      # unprivileged user services run as, if the image has one
+    service_home: str = "/"              # that user's home (supervisord's `user=` sets no HOME)
     postgres_user: str | None = None     # OS user PostgreSQL runs as (None: the agent's own)
     redis_user: str | None = None
     pg_password: str = REDACTED          # the application role's password (review mode)
@@ -100,6 +101,9 @@ class Plan:
     databases: tuple[str, ...] = ()     # PostgreSQL databases to create (review mode)
     registrations: tuple[Registration, ...] = ()
     config_path: str | None = None      # SSM prefix the service's config vars come from
+    # Outside review the release runs once per deploy (the fleet tool's job), never on
+    # each instance: several instances booting at once must not all migrate.
+    deferred_release: str | None = None
 
     def program(self, name: str) -> Program:
         return next(p for p in self.programs if p.name == name)
@@ -125,12 +129,12 @@ def make_plan(catalog: Catalog, role: Role, layout: Layout, inputs: Inputs) -> P
     assert role.service is not None
     svc = catalog.services[role.service]
     program = _service_program(svc, layout, inputs, needs=(), extra=inputs.config_vars)
-    program = replace(program, secret_keys=tuple(sorted(inputs.config_vars)))
+    program = replace(program, secret_keys=tuple(sorted(inputs.config_vars)), release=None)
     regs: tuple[Registration, ...] = ()
     lb = svc.load_balancer.get(role.mode)
     if lb is not None and svc.port is not None:
         regs = (Registration(svc.name, svc.port, lb.target_group, lb.classic_elb),)
-    return Plan(role, (program,), (), regs, catalog.environments.get(role.mode))
+    return Plan(role, (program,), (), regs, catalog.environments.get(role.mode), deferred_release=svc.release)
 
 
 def _review(catalog: Catalog, layout: Layout, inputs: Inputs) -> Plan:
@@ -172,7 +176,9 @@ def _review(catalog: Catalog, layout: Layout, inputs: Inputs) -> Plan:
 
 def _service_program(svc: Service, layout: Layout, inputs: Inputs, needs: tuple[str, ...],
                      extra: dict[str, str]) -> Program:
-    env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", **svc.env}
+    user = inputs.service_user or "root"
+    env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": inputs.service_home, "USER": user, "LOGNAME": user,
+           **svc.env}
     if svc.port is not None:
         env["PORT"] = str(svc.port)
     env.update(extra)

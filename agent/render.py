@@ -6,6 +6,8 @@ empty string in a config file. Nothing here touches the disk except reading temp
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import shlex
 from functools import lru_cache
 from pathlib import Path
@@ -66,17 +68,26 @@ def launch_argv(spec_path: Path) -> tuple[str, ...]:
 def supervisord_conf(layout: Layout, run_as_root: bool) -> FileSpec:
     content = _render(
         "supervisord.conf.j2", socket=layout.socket, logs=layout.logs, pidfile=layout.supervisord_pid,
-        programs_dir=layout.programs_dir, run_as_root=run_as_root,
+        include_dir=layout.include_dir, run_as_root=run_as_root,
     )
     return FileSpec(layout.supervisord_conf, content, 0o644)
 
 
-def program_files(layout: Layout, program: Program) -> list[FileSpec]:
-    """The [program:x] section, and for services the 0600 environment file(s)."""
+def program_files(layout: Layout, program: Program, digest_key: bytes = b"") -> list[FileSpec]:
+    """The [program:x] section, and for services the 0600 environment file(s).
+
+    The section carries a keyed digest of the environment file: supervisord compares
+    sections, not the files they point to, so without it a changed config var would
+    only reach the process at its next crash. Keyed (HMAC with a per-box secret) so the
+    world-readable section says nothing about the secrets in the file.
+    """
     files = []
+    env_digest = ""
     if program.kind == "service":
-        spec = layout.program_spec(program.name)
-        files.append(environment_file(spec, program, program.command or ""))
+        spec = layout.program_env(program.name)
+        env_file = environment_file(spec, program, program.command or "")
+        env_digest = hmac.new(digest_key, env_file.content.encode(), hashlib.sha256).hexdigest()[:16]
+        files.append(env_file)
         if program.release:
             release_spec = release_spec_path(layout, program.name)
             files.append(environment_file(release_spec, program, program.release))
@@ -84,13 +95,14 @@ def program_files(layout: Layout, program: Program) -> list[FileSpec]:
     else:
         argv = program.argv
     command = " ".join(shlex.quote(arg) for arg in argv)
-    conf = _render("program.conf.j2", program=program, command=command, log=layout.program_log(program.name))
+    conf = _render("program.conf.j2", program=program, command=command, log=layout.program_log(program.name),
+                   env_digest=env_digest)
     files.append(FileSpec(layout.program_conf(program.name), conf, 0o644))
     return files
 
 
 def release_spec_path(layout: Layout, name: str) -> Path:
-    return layout.specs_dir / f"{name}.release.env"
+    return layout.env_dir / f"{name}.release.env"
 
 
 def environment_file(path: Path, program: Program, command: str) -> FileSpec:
@@ -104,9 +116,9 @@ def redis_conf(layout: Layout, port: int, password: str, owner: str | None) -> F
     return FileSpec(layout.etc / "redis.conf", content, 0o600, owner=owner)
 
 
-def plan_files(layout: Layout, plan: Plan) -> list[FileSpec]:
+def plan_files(layout: Layout, plan: Plan, digest_key: bytes = b"") -> list[FileSpec]:
     """Every program file of the plan (supervisord.conf and redis.conf are separate)."""
     files: list[FileSpec] = []
     for program in plan.programs:
-        files.extend(program_files(layout, program))
+        files.extend(program_files(layout, program, digest_key))
     return files

@@ -10,16 +10,18 @@ from typing import Any
 
 NAME = {
     "type": "string",
-    "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}\Z",
     "x-expected": "a name of lowercase letters, digits, '-' and '_' (at most 63, starting with a letter or digit)",
 }
 DB_NAME = {
     "type": "string",
-    "pattern": r"^[a-z_][a-z0-9_]{0,62}$",
+    "pattern": r"^[a-z_][a-z0-9_]{0,62}\Z",
     "x-expected": "a database name of lowercase letters, digits and '_' (at most 63)",
 }
-ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
-COMMAND = {"type": "string", "pattern": r"\S", "x-expected": "a non-empty command"}
+# Patterns end in \Z, not $: `$` also matches before a final newline ("web\n").
+ENV_KEY = r"^(?!(PORT|UNIFIED_COMMAND)\Z)[A-Za-z_][A-Za-z0-9_]{0,254}\Z"
+RESERVED_ENV = ("PORT", "UNIFIED_COMMAND")
+COMMAND = {"type": "string", "pattern": r"^(?=[\s\S]*\S)[^\x00]*\Z", "x-expected": "a non-empty command"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 NON_EMPTY = {"type": "string", "pattern": r"\S", "x-expected": "a non-empty string"}
 
@@ -31,7 +33,7 @@ REPO = {
         "url": NON_EMPTY,
         "ref": {
             "type": "string",
-            "pattern": r"^[^\s~^:?*\[\\]+$",
+            "pattern": r"^[^\s~^:?*\[\\]+\Z",
             "x-expected": "a branch, tag or commit (no spaces or ~^:?*[\\)",
         },
         "build": COMMAND,
@@ -73,14 +75,15 @@ SERVICE = {
             "additionalProperties": False,
             "required": ["path"],
             "properties": {
-                "path": {"type": "string", "pattern": r"^/\S*$", "x-expected": "a URL path starting with '/'"},
+                "path": {"type": "string", "pattern": r"^/\S*\Z", "x-expected": "a URL path starting with '/'"},
                 "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
             },
         },
         "env": {
             "type": "object",
-            "propertyNames": {"pattern": ENV_KEY, "x-expected": "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"},
-            "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": ENV_KEY, "x-expected": "an environment variable name ([A-Za-z_][A-Za-z0-9_]*; PORT and UNIFIED_COMMAND are set by the agent)"},
+            "additionalProperties": {"type": "string", "pattern": "^[^\\x00]*\\Z",
+                                     "x-expected": "a string without NUL characters"},
         },
         "uses": {"type": "array", "items": {"enum": ["postgres", "redis"]}, "uniqueItems": True},
         "release": COMMAND,
@@ -119,7 +122,7 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "config_path": {
                         "type": "string",
-                        "pattern": r"^(/[A-Za-z0-9_.\-]+)+$",
+                        "pattern": r"^(/[A-Za-z0-9_.\-]+)+\Z",
                         "x-expected": "an SSM path like /unified/production (letters, digits, '_', '.', '-')",
                     }
                 },

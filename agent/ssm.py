@@ -11,7 +11,9 @@ import re
 from agent import aws
 from agent.errors import AgentError, BadInput
 
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from agent.schema import ENV_KEY as _ENV_KEY
+
+ENV_KEY = re.compile(_ENV_KEY)
 
 
 def config_vars(config_path: str, service: str, region: str) -> dict[str, str]:
@@ -25,8 +27,12 @@ def config_vars(config_path: str, service: str, region: str) -> dict[str, str]:
             for parameter in page["Parameters"]:
                 key = parameter["Name"][len(prefix):]
                 if not ENV_KEY.match(key):
-                    raise BadInput(f"SSM parameter {parameter['Name']}: {key!r} is not an environment variable "
-                                   "name ([A-Za-z_][A-Za-z0-9_]*); rename the parameter")
+                    raise BadInput(f"SSM parameter {parameter['Name']!r}: {key!r} is not an environment variable "
+                                   "name ([A-Za-z_][A-Za-z0-9_]*; PORT and UNIFIED_COMMAND are the agent's); "
+                                   "rename the parameter")
+                if "\0" in parameter["Value"]:
+                    raise BadInput(f"SSM parameter {parameter['Name']!r}: the value holds a NUL character, "
+                                   "which no environment variable can carry")
                 values[key] = parameter["Value"]
     except BadInput:
         raise

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent import fs
+from agent.errors import AgentError
 from agent.paths import Layout
 from agent.plan import Plan
 
@@ -43,12 +44,20 @@ class State:
 
 
 def load(layout: Layout) -> State | None:
+    """The state, or None when nothing was ever booted here. A state file that exists
+    but cannot be read is an error, not "not booted": stop and watch rely on it to
+    know what to deregister."""
+    path = layout.state_file
     try:
-        data = json.loads(layout.state_file.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError) as exc:
+        raise AgentError(f"{path}: cannot read the agent state ({exc}); fix or remove it, "
+                         "then run `agent boot`") from None
+    if not isinstance(data, dict) or not all(isinstance(p, dict) and "name" in p and "readiness" in p
+                                             for p in data.get("programs", [])):
+        raise AgentError(f"{path}: not an agent state file; remove it, then run `agent boot`")
     known = {k: v for k, v in data.items() if k in State.__dataclass_fields__}
     return State(**known)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
+from agent import fs
 from agent.errors import AgentError
 from agent.paths import Layout
 
@@ -110,7 +111,7 @@ class Supervisor:
 
     def start(self, name: str) -> None:
         """Ask for a start without waiting: readiness, not supervisord, says when it is up."""
-        self._ignore(self.proxy.supervisor.startProcess, name, Faults.ALREADY_STARTED, wait=False)
+        self._ignore(self.proxy.supervisor.startProcess, name, Faults.ALREADY_STARTED, args=(False,))  # wait=False
 
     def stop(self, name: str) -> None:
         """Stop and wait (supervisord sends the stop signal, then SIGKILL after stopwaitsecs)."""
@@ -133,14 +134,18 @@ class Supervisor:
         """Processes started by a previous supervisord of this root: supervisord puts
         its socket URL in every child's environment, and children inherit it; programs
         that overwrite their environment (redis-server) are found by their pid file."""
+        own = self.pid()
+        if own is not None and _alive(own) and _name(own).startswith(("supervisord", "python")):
+            return []  # supervisord is alive (restarting, say): its children are not orphans
         marker = f"SUPERVISOR_SERVER_URL=unix://{self.layout.socket}".encode()
         found = []
-        for pidfile in self.layout.pidfiles:
+        for pidfile, name in self.layout.pidfiles:
             try:
                 pid = int(pidfile.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 continue
-            if _alive(pid):
+            # a stale pid file after a reboot may name any process now: check what it is
+            if _alive(pid) and _name(pid).startswith(name):
                 found.append(pid)
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *found):
@@ -173,29 +178,24 @@ class Supervisor:
             return None
 
     def log_tail(self, name: str, lines: int = 20) -> str:
-        return tail(self.layout.program_log(name), lines)
+        return fs.tail(self.layout.program_log(name), lines)
 
     @staticmethod
-    def _ignore(call: Any, name: str, *codes: int, **kwargs: Any) -> Any:
+    def _ignore(call: Any, name: str, *codes: int, args: tuple[Any, ...] = ()) -> Any:
         try:
-            return call(name, *kwargs.values())
+            return call(name, *args)
         except xmlrpc.client.Fault as fault:
             if fault.faultCode not in codes:
                 raise AgentError(f"{name}: supervisord refused: {fault.faultString}") from None
             return None
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """The last `lines` lines of a log file (read from the end: logs can be large)."""
+def _name(pid: int) -> str:
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read()
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
     except OSError:
-        return "(no log)"
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+        return ""
 
 
 def _signal(pid: int, signum: int) -> None:

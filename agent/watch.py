@@ -69,7 +69,10 @@ def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[
     """Drain, stop, complete the terminating hook: once per event."""
     from agent import instance, lifecycle  # boto3 only now
 
-    with lock.exclusive(layout, f"watch ({event.kind})", wait=30.0):
+    # A restart or boot may hold the lock; a spot notice can wait only as long as its
+    # two minutes allow, a scale-in as long as its hook does.
+    wait = max(5.0, event.seconds_left - SAFETY_MARGIN) if event.seconds_left is not None else 900.0
+    with lock.exclusive(layout, f"watch ({event.kind})", wait=wait):
         current = state.load(layout) or state.State()
         if event.key in current.handled_events:
             return
@@ -79,7 +82,11 @@ def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[
         ident = current.identity
         hook = None
         if event.kind == "terminating" and ident.get("group"):
-            hook = lifecycle.find_hook(ident["group"], ident["instance_id"], ident["region"], lifecycle.TERMINATING)
+            try:
+                hook = lifecycle.find_hook(ident["group"], ident["instance_id"], ident["region"],
+                                           lifecycle.TERMINATING)
+            except AgentError as exc:  # drain anyway: a missing hook must not cost requests
+                say(f"cannot read the terminating hook ({exc}); draining without it")
         say(f"{event.kind}: draining (limit {limit if limit is not None else 'the load balancer delay'}s), "
             f"then stopping {', '.join(services) or 'nothing'}")
         if hook is not None:
@@ -106,6 +113,7 @@ def run(layout: Layout, interval: float = POLL_SECONDS, drain_limit: float | Non
     current = state.load(layout)
     handled = set(current.handled_events if current else [])
     say(f"watching for spot interruptions and scale-in every {interval:g}s")
+    failed = False
     while not stopping.is_set():
         started = time.monotonic()
         try:
@@ -114,20 +122,11 @@ def run(layout: Layout, interval: float = POLL_SECONDS, drain_limit: float | Non
                 say(f"event: {event.kind}" + (f", {event.seconds_left:.0f}s left" if event.seconds_left is not None else ""))
                 act(layout, event, drain_limit, say)
                 handled.add(event.key)
+            failed = False
         except AgentError as exc:  # an IMDS or AWS hiccup: say so, keep watching
             log.warning("watch: %s", str(exc).splitlines()[0])
+            failed = True
         if once:
             break
         stopping.wait(max(0.0, interval - (time.monotonic() - started)))
-    return 0
-
-
-def memory_kib() -> int:
-    """Resident set size of this process (for the status line and the tests)."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
+    return 1 if once and failed else 0

@@ -22,7 +22,7 @@ from typing import Callable
 
 from stack import REPO, Stack, median  # noqa: F401
 
-from agent import catalog, databases, readiness
+from agent import catalog, databases, readiness, users
 from agent.paths import Layout
 from agent.plan import Inputs, Plan, Program, Role, make_plan
 
@@ -34,8 +34,8 @@ class Direct:
         self.layout = Layout(root)
         cat = catalog.load(services)
         self.tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
-        self.pg_user = databases.system_user("postgres")
-        self.redis_user = databases.system_user("redis")
+        self.pg_user = users.system_user("postgres")
+        self.redis_user = users.system_user("redis")
         inputs = Inputs(tools=self.tools, postgres_user=self.pg_user, redis_user=self.redis_user,
                         pg_password=databases.password(self.layout, "postgres"),
                         redis_password=databases.password(self.layout, "redis"))

@@ -47,7 +47,7 @@ environments:
 
 def seed(moto: MotoServer, tags: dict[str, str], **options: Any) -> Any:
     seeded = seed_instance(moto, tags=tags, target_group="prod-echo", auto_scaling_group="asg-echo",
-                           deregistration_delay=5, **options)
+                           deregistration_delay=2, **options)
     ssm = moto.client("ssm", internal=True)
     ssm.put_parameter(Name="/unified/production/echo/SECRET_TOKEN", Value=SECRET, Type="SecureString")
     ssm.put_parameter(Name="/unified/production/echo/LOG_LEVEL", Value="debug", Type="String")
@@ -237,7 +237,7 @@ def test_stop_deregisters_first(moto_server: MotoServer, imds: Any, shop_repo: P
     new_root("boot", check=True)
     result = new_root("stop", "--drain-timeout", "1", check=True)
     assert result.stdout.index("deregistered from") < result.stdout.index("stopped everything")
-    # still draining (5 s delay, we waited 1 s), as on AWS: out of rotation either way
+    # maybe still draining (2 s delay, we waited at most 1 s), as on AWS: out of rotation either way
     assert target_health(moto_server, seeded.target_group_arn) in ([], [(seeded.instance_id, "draining")])
     assert processes_under(new_root.root) == []
 
@@ -278,3 +278,55 @@ def test_staging_registers_with_a_classic_elb(moto_server: MotoServer, imds: Any
     result = new_root("stop", "--drain-timeout", "1", check=True)
     assert "deregistered from classic ELB stg-echo" in result.stdout
     assert elb.describe_instance_health(LoadBalancerName="stg-echo")["InstanceStates"] == []
+
+
+def test_a_mistyped_restart_leaves_the_box_in_the_load_balancer(moto_server: MotoServer, imds: Any,
+                                                                shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    before = len(moto_server.calls)
+    result = new_root("restart", "ecko")
+    assert result.returncode == 2 and "no program named 'ecko'" in result.stderr
+    assert [c.action for c in moto_server.calls[before:]] == []  # nothing deregistered
+    assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
+
+
+def test_bad_flags_are_refused_before_asking_imds(shop_repo: Path, new_root: Agent, moto_server: MotoServer) -> None:
+    prepare(new_root, shop_repo, moto_server, None)
+    new_root.env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = f"http://127.0.0.1:{free_ports(1)[0]}"
+    t0 = time.monotonic()
+    result = new_root("boot", "--mode", "prod", "--service", "echo")
+    assert result.returncode == 2 and "'prod' is not one of" in result.stderr
+    assert time.monotonic() - t0 < 10  # no IMDS retries before the refusal
+    result = new_root("boot", "--service", "echo")
+    assert result.returncode == 2 and "--service needs --mode" in result.stderr
+
+
+def test_production_never_runs_the_release(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                           new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root.services.write_text(new_root.services.read_text().replace(
+        "    command: ", "    release: touch RELEASED\n    command: ", 1))
+    new_root("boot", check=True)
+    assert not (new_root.root / "srv/unified/repos/shop/RELEASED").exists()
+    plan = json.loads(new_root("plan", "--mode", "production", "--service", "echo", "--json", check=True).stdout)
+    assert plan["deferred_release"] == "touch RELEASED" and plan["programs"][0]["release"] is None
+
+
+def test_a_config_change_reaches_the_service_drained(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                     new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    port = prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    old_pid = get(port, "/health")["pid"]
+    moto_server.client("ssm", internal=True).put_parameter(
+        Name="/unified/production/echo/SECRET_TOKEN", Value="rotated", Type="SecureString", Overwrite=True)
+    before = len(moto_server.calls)
+    result = new_root("boot", check=True)
+    assert get(port, "/env?key=SECRET_TOKEN")["value"] == "rotated"
+    assert get(port, "/health")["pid"] != old_pid
+    calls = [c.action for c in moto_server.calls[before:]]
+    assert calls.index("DeregisterTargets") < calls.index("RegisterTargets")  # drained around the restart
+    assert "rotated" not in result.stdout + result.stderr

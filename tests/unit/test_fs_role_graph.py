@@ -103,3 +103,47 @@ def test_schema_pass_is_skipped_only_for_the_validated_bytes(tmp_path: Path) -> 
     import hashlib
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     assert catalog.load(path, validated_digest=digest).digest == digest
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ('services:\n  "web\\n": {repo: r, command: x}\n', "is not allowed as a name"),
+    ('services:\n  web: {repo: r, command: x, env: {"FOO\\n": y}}\n', "environment variable name"),
+    ('services:\n  web: {repo: r, command: x, env: {PORT: "1"}}\n', "PORT and UNIFIED_COMMAND"),
+    ('services:\n  web: {repo: r, command: x, env: {A: "a\\0b"}}\n', "without NUL"),
+    ('services:\n  web: {repo: r, command: "run\\0"}\n', "non-empty command"),
+])
+def test_newlines_nul_and_reserved_names_are_refused(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "services.yaml"
+    path.write_text("version: 1\nrepos: {r: {url: ., ref: main}}\n" + text)
+    with pytest.raises(BadInput) as caught:
+        catalog.load(path)
+    assert fragment in "\n".join(caught.value.lines)
+
+
+def test_a_broken_state_file_is_an_error_not_a_fresh_box(tmp_path: Path) -> None:
+    from agent import state
+    from agent.errors import AgentError
+    from agent.paths import Layout
+    layout = Layout(tmp_path)
+    assert state.load(layout) is None
+    layout.state_dir.mkdir(parents=True)
+    for broken in ("[]", "{not json", '{"programs": [{"nope": 1}]}'):
+        layout.state_file.write_text(broken)
+        with pytest.raises(AgentError, match="state"):
+            state.load(layout)
+
+
+@pytest.mark.parametrize("url", ["https://ghp_TOKEN@github.com/o/r.git", "https://u:p@example.com/r.git"])
+def test_repo_urls_with_credentials_are_refused(tmp_path: Path, url: str) -> None:
+    from agent import git
+    with pytest.raises(BadInput, match="carries credentials") as caught:
+        git.resolve_url(url, tmp_path)
+    assert "TOKEN" not in str(caught.value) and ":p@" not in str(caught.value)
+
+
+def test_scp_like_and_local_urls(tmp_path: Path) -> None:
+    from agent import git
+    assert git.resolve_url("git@github.com:o/r.git", tmp_path) == "git@github.com:o/r.git"
+    assert git.resolve_url("github.com:o/r.git", tmp_path) == "github.com:o/r.git"
+    assert git.resolve_url("ssh://git@host/r.git", tmp_path) == "ssh://git@host/r.git"
+    assert git.resolve_url("../r", tmp_path) == str((tmp_path / "../r").resolve())

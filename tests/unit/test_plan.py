@@ -74,6 +74,7 @@ def test_review_injects_database_urls_as_secrets(cat: catalog.Catalog) -> None:
     assert api.environment["DATABASE_URL"] == "postgresql://app:pw@127.0.0.1:5440/api"
     assert api.environment["REDIS_URL"] == "redis://:rpw@127.0.0.1:6390/0"
     assert api.environment["PORT"] == "8000" and api.environment["LOG_LEVEL"] == "info"
+    assert api.environment["HOME"] == "/" and api.environment["USER"] == "root"
     assert set(api.secret_keys) == {"DATABASE_URL", "REDIS_URL"}
     # a repo with no database of its name gets the first declared database
     assert plan.program("web").environment["DATABASE_URL"].endswith("/api")
@@ -112,6 +113,8 @@ def test_production_runs_one_service_with_config_vars_and_registration(cat: cata
     assert plan.registrations[0].target_group == "prod-api-web" and plan.registrations[0].port == 8000
     assert plan.config_path == "/unified/production"
     assert "s3cr3t" not in str(plan.to_json())
+    # migrations run once per deploy, never on every instance that boots
+    assert program.release is None and plan.deferred_release == "python -m api.migrate"
 
 
 def test_staging_classic_elb_and_services_without_load_balancer(cat: catalog.Catalog) -> None:
