@@ -21,7 +21,8 @@ from pathlib import Path
 
 from stack import REPO, median
 
-GIT = ["git", "-c", "user.name=b", "-c", "user.email=b@example.invalid"]
+from tests.conftest import git_commit_all
+
 
 
 def make_repos(base: Path, count: int) -> dict[str, float]:
@@ -30,10 +31,8 @@ def make_repos(base: Path, count: int) -> dict[str, float]:
     for i in range(count):
         path = base / f"repo{i}"
         path.mkdir(parents=True)
-        subprocess.run(GIT + ["init", "-q", "-b", "main", str(path)], check=True)
         (path / "data.bin").write_bytes(os.urandom(2_000_000))
-        subprocess.run(GIT + ["-C", str(path), "add", "-A"], check=True)
-        subprocess.run(GIT + ["-C", str(path), "commit", "-qm", "x"], check=True)
+        git_commit_all(path, "x", init=True)
         builds[f"repo{i}"] = 1.0 + 0.5 * i
     return builds
 

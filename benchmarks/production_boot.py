@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stack import REPO, median
 
-from tests.conftest import echo_service, free_ports
+from tests.conftest import echo_service, free_ports, make_stack_repo
 from tests.harness.fixtures import subprocess_env
 from tests.harness.imds import ImdsEmulator
 from tests.harness.moto_server import MotoServer, seed_instance
@@ -53,12 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="unified-bench-", dir="/tmp"))
     base.chmod(0o755)
-    repo = base / "shop"
-    shutil.copytree(REPO / "tests/apps", repo / "testapps", ignore=shutil.ignore_patterns("__pycache__"))
-    git = ["git", "-c", "user.name=b", "-c", "user.email=b@example.invalid", "-C", str(repo)]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(git + ["add", "-A"], check=True)
-    subprocess.run(git + ["commit", "-qm", "echo"], check=True)
+    repo = make_stack_repo(base)
     port = free_ports(1)[0]
     services = base / "services.yaml"
     services.write_text(services_yaml(repo, port))

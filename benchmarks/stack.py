@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_ports, stack_yaml  # noqa: E402  (one definition of the stack)
+from tests.conftest import free_ports, make_stack_repo, stack_yaml  # noqa: E402  (one definition of the stack)
 
 
 class Stack:
@@ -22,12 +22,7 @@ class Stack:
     def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="unified-bench-", dir="/tmp"))
         self.base.chmod(0o755)
-        repo = self.base / "shop"
-        shutil.copytree(REPO / "examples", repo / "examples", ignore=shutil.ignore_patterns("__pycache__"))
-        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-C", str(repo)]
-        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-        subprocess.run(git + ["add", "-A"], check=True)
-        subprocess.run(git + ["commit", "-qm", "shop"], check=True)
+        repo = make_stack_repo(self.base)
         self.ports = dict(zip(["postgres", "redis", "api", "front"], free_ports(4)))
         self.services = self.base / "services.yaml"
         self.services.write_text(stack_yaml(repo, self.ports))

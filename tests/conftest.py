@@ -98,19 +98,36 @@ class Agent:
         return left
 
 
-@pytest.fixture(scope="session")
-def shop_repo() -> Iterator[Path]:
-    """The example stack's code (examples/) committed in a throwaway git repo."""
-    base = Path(tempfile.mkdtemp(prefix="unified-shop-", dir="/tmp"))
-    base.chmod(0o755)
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+
+
+def git_commit_all(repo: Path, message: str = "commit", init: bool = False) -> str:
+    """Commit everything in `repo` (made a repository on branch main first, with
+    `init`) and return the new commit's SHA."""
+    if init:
+        subprocess.run(GIT + ["init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(GIT + ["-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", message], check=True)
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def make_stack_repo(base: Path) -> Path:
+    """The example stack (examples/) and the test services (tests/apps, as testapps/)
+    committed in a git repository under `base`, as a bake expects a repo to be."""
     repo = base / "shop"
     shutil.copytree(REPO / "examples", repo / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "tests/apps", repo / "testapps", ignore=shutil.ignore_patterns("__pycache__"))
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    subprocess.run(git + ["init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(git + ["-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(git + ["-C", str(repo), "commit", "-qm", "shop"], check=True)
-    yield repo
+    git_commit_all(repo, "shop", init=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def shop_repo() -> Iterator[Path]:
+    """The stack's code in a throwaway git repo, for every test of the session."""
+    base = Path(tempfile.mkdtemp(prefix="unified-shop-", dir="/tmp"))
+    base.chmod(0o755)
+    yield make_stack_repo(base)
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -9,30 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Agent
+from tests.conftest import GIT, Agent, git_commit_all
 
 pytestmark = pytest.mark.integration
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-
-
 def repo(path: Path, files: dict[str, str], tag: str | None = None) -> str:
     path.mkdir(parents=True)
-    subprocess.run(GIT + ["init", "-q", "-b", "main", str(path)], check=True)
     for name, text in files.items():
         (path / name).write_text(text)
-    subprocess.run(GIT + ["-C", str(path), "add", "-A"], check=True)
-    subprocess.run(GIT + ["-C", str(path), "commit", "-qm", "one"], check=True)
+    sha = git_commit_all(path, "one", init=True)
     if tag:
         subprocess.run(GIT + ["-C", str(path), "tag", tag], check=True)
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return sha
 
 
 def commit(path: Path, name: str, text: str) -> str:
     (path / name).write_text(text)
-    subprocess.run(GIT + ["-C", str(path), "commit", "-qam", "two"], check=True)
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return git_commit_all(path, "two")
 
 
 def services(agent: Agent, repos: dict[str, tuple[Path, str, str | None]]) -> None:
@@ -100,7 +92,7 @@ def test_unknown_ref_and_password_urls_are_refused(tmp_path: Path, new_root: Age
     new_root.services.write_text("version: 1\nrepos:\n  a: {url: 'https://user:hunter2@git.example.com/a.git', "
                                  "ref: main}\nservices:\n  svc: {repo: a, command: 'true'}\n")
     result = new_root("bake")
-    assert result.returncode == 2 and "carries a password" in result.stderr and "hunter2" not in result.stderr
+    assert result.returncode == 2 and "carries credentials" in result.stderr and "hunter2" not in result.stderr
 
 
 def test_repos_bake_in_parallel(tmp_path: Path, new_root: Agent) -> None:
