@@ -123,7 +123,7 @@ class Box:
         return current
 
     def _graph(self, current: state.State, steps: state.Steps) -> list[graph.Node]:
-        running = {n for n, i in self.supervisor.processes().items() if i["statename"] == "RUNNING"}
+        running = {n for n, i in self.supervisor.processes().items() if i["statename"] in ("RUNNING", "STARTING")}
         # plan order already lists databases first and services after what they need
         return [graph.Node(p.name, self._action(p, current, steps, p.name in running), list(p.needs))
                 for p in _ordered(self.plan.programs)]

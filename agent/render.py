@@ -20,8 +20,10 @@ from agent.plan import Plan, Program
 
 # How supervisord starts a service: sh sources the 0600 environment file, then runs the
 # Procfile-style command. The command text travels inside the file, so supervisord's
-# config (world-readable, %-expanded, comma-split) never holds a value.
-LAUNCH = '. "$0" && exec /bin/sh -c "$UNIFIED_COMMAND"'
+# config (world-readable, %-expanded, comma-split) never holds a value. bash, not sh,
+# runs the command: bash execs a simple command in place (dash forks it), so the pid
+# supervisord signals and waits for is the service itself, as on Heroku.
+LAUNCH = '. "$0" && exec /bin/bash -c "$UNIFIED_COMMAND"'
 
 
 def units_dir() -> Path:
