@@ -68,11 +68,15 @@ class Handler(BaseHTTPRequestHandler):
         sys.stdout.flush()
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # socketserver's default of 5 overflows under a load balancer
+    daemon_threads = False  # let in-flight requests finish on shutdown
+    block_on_close = True
+
+
 def serve(handler: type[Handler]) -> None:
     """Serve on 127.0.0.1:$PORT until SIGTERM, finishing requests in flight."""
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), handler)
-    server.daemon_threads = False  # let in-flight requests finish on shutdown
-    server.block_on_close = True
+    server = Server(("127.0.0.1", int(os.environ["PORT"])), handler)
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

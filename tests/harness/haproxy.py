@@ -295,11 +295,13 @@ backend {BACKEND}
         it), ``scur`` (in flight), ``hrsp_2xx`` ... ``hrsp_5xx``, ``eresp``, ``econ``."""
         text = self.command("show stat")
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-        keep = ("stot", "scur", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "eresp", "econ")
+        keep = ("stot", "scur", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "eresp", "econ",
+                "cli_abrt", "srv_abrt", "ereq")
         return {
-            row["svname"]: {k: int(row[k] or 0) for k in keep}
+            row["svname"] if row.get("pxname") == BACKEND else f"{row['pxname']}/{row['svname']}":
+                {k: int(row.get(k) or 0) for k in keep}
             for row in rows
-            if row.get("pxname") == BACKEND and row.get("svname") not in ("BACKEND", "FRONTEND")
+            if row.get("pxname") in (BACKEND, "fe")
         }
 
 

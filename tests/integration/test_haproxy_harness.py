@@ -69,6 +69,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+ThreadingHTTPServer.request_queue_size = 1024  # the default backlog of 5 drops SYNs under load
 server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 server.daemon_threads = False
 server.block_on_close = True  # server_close() waits for requests in flight

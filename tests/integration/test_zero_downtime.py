@@ -88,7 +88,8 @@ def test_restart_spot_and_scale_in_drop_no_request(moto_server: MotoServer, imds
         result = traffic.result(timeout=30)
         print(f"zero-downtime run: {result.summary()}")
         assert result.requests > 100, result.summary()
-        assert result.failed == 0, result.summary()
+        assert result.failed == 0, (result.summary(), proxy.counters(),
+                                    [(round(t.at, 2), t.server, t.state) for t in mirror.transitions], proxy.log())
         assert target_health(moto_server, arn) in ([(seeded[2].instance_id, "healthy")],
                                                    [(seeded[0].instance_id, "draining"),
                                                     (seeded[2].instance_id, "healthy")])
