@@ -15,7 +15,7 @@ from typing import Any
 from agent import readiness, state
 from agent.errors import EXIT_NOT_READY, AgentError, BadInput
 from agent.paths import Layout
-from agent.plan import Readiness
+from agent.readiness import Readiness
 from agent.supervisor import RPC_ERRORS, Supervisor
 
 

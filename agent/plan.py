@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from agent.paths import Layout
+from agent.readiness import Readiness
 
 if TYPE_CHECKING:  # the catalog pulls in jsonschema; `agent status` must not pay for it
     from agent.catalog import Catalog, Service
@@ -49,17 +50,6 @@ class Inputs:
     pg_password: str = REDACTED          # the application role's password (review mode)
     redis_password: str = REDACTED
     config_vars: dict[str, str] = field(default_factory=dict)  # from SSM, outside review
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """How to tell a program is ready: `http` (GET path), `postgres`, `redis` or `running`."""
-
-    kind: str
-    port: int | None = None
-    path: str | None = None
-    timeout: float = 60.0
-    up_seconds: float = 0.0   # "running": how long the process must have stayed up
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from agent.plan import Readiness
 
 # supervisord states after which waiting longer cannot help.
 FAILED_STATES = frozenset({"FATAL", "STOPPED", "UNKNOWN"})  # EXITED: autorestart retries it
 POLL_SECONDS = 0.05
 MAX_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How to tell a program is ready: `http` (GET path), `postgres`, `redis` or `running`."""
+
+    kind: str
+    port: int | None = None
+    path: str | None = None
+    timeout: float = 60.0
+    up_seconds: float = 0.0   # "running": how long the process must have stayed up
 
 
 @dataclass(frozen=True)

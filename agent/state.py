@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import fs
 from agent.errors import AgentError
 from agent.paths import Layout
-from agent.plan import Plan
+
+if TYPE_CHECKING:  # `agent status` reads the state and must not import the plan
+    from agent.plan import Plan
 
 
 @dataclass
