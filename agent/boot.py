@@ -124,7 +124,7 @@ class Box:
 
     def _graph(self, current: state.State, steps: state.Steps) -> list[graph.Node]:
         running = {n for n, i in self.supervisor.processes().items() if i["statename"] in ("RUNNING", "STARTING")}
-        # plan order already lists databases first and services after what they need
+        # dependencies first, so every future exists before a node waits on it (agent.graph)
         return [graph.Node(p.name, self._action(p, current, steps, p.name in running), list(p.needs))
                 for p in _ordered(self.plan.programs)]
 
