@@ -66,21 +66,26 @@ class Box:
         return changed
 
     # -- programs ----------------------------------------------------------------------
-    def check(self, program: Program) -> tuple[readiness.Probe, str]:
+    def check(self, program: Program, started: float | None = None) -> tuple[readiness.Probe, str]:
+        """Probe once. `started`: when we started it (time.monotonic()), a finer clock
+        than supervisord's whole seconds for "up for start_seconds"."""
         info = self.supervisor.info(program.name)
+        up = time.monotonic() - started if started is not None else readiness.uptime(info)
         probe = readiness.probe(program.readiness, info["statename"], f"{self.inputs.tools.pg_bin}/pg_isready",
-                                str(self.layout.pg_socket_dir), up=readiness.uptime(info))
+                                str(self.layout.pg_socket_dir), up=up)
         return probe, info["statename"]
 
     def start_and_wait(self, program: Program) -> float:
         """Start (unless running) and wait for readiness; seconds taken."""
         t0 = time.monotonic()
+        started = None
         if self.supervisor.info(program.name)["statename"] not in ("RUNNING", "STARTING"):
             if program.port is not None and readiness.port_in_use(program.port):
                 raise AgentError(f"port {program.port} is already in use by a process this box's supervisord "
                                  "does not manage; stop it, or give the program another port in services.yaml")
             self.supervisor.start(program.name)
-        result = readiness.wait(lambda: self.check(program), t0 + program.readiness.timeout)
+            started = time.monotonic()
+        result = readiness.wait(lambda: self.check(program, started), t0 + program.readiness.timeout)
         if not result.ready:
             log = fs.tail(self.layout.program_log(program.name))
             raise AgentError(f"not ready: {result.detail}\n"

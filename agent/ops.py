@@ -169,12 +169,13 @@ def restart(layout: Layout, names: list[str], say: Any = print) -> None:
         t0 = time.monotonic()
         sup.stop(name)
         sup.start(name)
+        started = time.monotonic()
         spec = Readiness(**known[name]["readiness"])
 
-        def check(name: str = name, spec: Readiness = spec) -> tuple[readiness.Probe, str]:
+        def check(name: str = name, spec: Readiness = spec, started: float = started) -> tuple[readiness.Probe, str]:
             info = sup.info(name)
             return readiness.probe(spec, info["statename"], current.pg.get("pg_isready"), current.pg.get("socket"),
-                                   up=readiness.uptime(info)), info["statename"]
+                                   up=time.monotonic() - started), info["statename"]
 
         result = readiness.wait(check, t0 + spec.timeout)
         if not result.ready:

@@ -202,3 +202,13 @@ def test_boot_without_baked_code_refuses_before_starting_anything(shop_repo: Pat
     assert result.returncode == 2 and "agent bake" in result.stderr
     assert not (new_root.root / "run/unified/supervisor.sock").exists()
     assert processes_under(new_root.root) == []
+
+
+def test_a_worker_is_ready_only_after_its_start_seconds(shop_repo: Path, new_root: Agent) -> None:
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(f"version: 1\nrepos:\n  shop: {{url: {shop_repo}, ref: main}}\nservices:\n"
+                                 "  sleeper: {repo: shop, command: exec sleep 600, start_seconds: 2}\n")
+    new_root("bake", check=True)
+    new_root("boot", "--mode", "review", check=True)
+    steps = {s["name"]: s["seconds"] for s in new_root.status()[1]["steps"]}
+    assert steps["start sleeper"] >= 2.0, steps
