@@ -330,3 +330,17 @@ def test_a_config_change_reaches_the_service_drained(moto_server: MotoServer, im
     calls = [c.action for c in moto_server.calls[before:]]
     assert calls.index("DeregisterTargets") < calls.index("RegisterTargets")  # drained around the restart
     assert "rotated" not in result.stdout + result.stderr
+
+
+def test_a_review_tag_boots_the_whole_stack_without_a_load_balancer(moto_server: MotoServer, imds: Any,
+                                                                    shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed_instance(moto_server, tags={"unified:mode": "review"})
+    port = prepare(new_root, shop_repo, moto_server, imds(seeded))
+    before = len(moto_server.calls)
+    new_root("boot", check=True)
+    code, report = new_root.status()
+    assert code == 0 and report["role"] == {"mode": "review", "service": None}
+    assert sorted(p["name"] for p in report["programs"]) == ["echo", "other"]
+    assert get(port, "/env?key=SECRET_TOKEN")["value"] is None  # no SSM outside staging/production
+    calls = [c.action for c in moto_server.calls[before:]]
+    assert not any(a in calls for a in ("RegisterTargets", "GetParametersByPath", "CompleteLifecycleAction")), calls
