@@ -38,7 +38,7 @@ class Box:
 
     @property
     def digest_key(self) -> bytes:
-        return databases.password(self.layout, "env-digest-key").encode()
+        return state.secret(self.layout, "env-digest-key").encode()
 
     def pending_changes(self) -> list[Path]:
         """Program files a boot would change (so changed programs would restart)."""

@@ -146,13 +146,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _inputs(layout: Layout, cat: Any, generate_secrets: bool, config_vars: dict[str, str] | None = None) -> Any:
-    from agent import databases, users
+    from agent import databases, state, users
     from agent.plan import Inputs
     tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
     kwargs: dict[str, Any] = {}
     if generate_secrets:
-        kwargs = {"pg_password": databases.password(layout, "postgres"),
-                  "redis_password": databases.password(layout, "redis")}
+        kwargs = {"pg_password": state.secret(layout, "postgres"),
+                  "redis_password": state.secret(layout, "redis")}
     service_user = users.system_user(SERVICE_USER)
     return Inputs(tools=tools, service_user=service_user, service_home=users.home_of(service_user),
                   postgres_user=users.system_user("postgres"), redis_user=users.system_user("redis"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,18 +39,6 @@ def find_tools(pg_version: int | None = None) -> Tools:
         pg_bin = str(Path(candidates[-1]).parent)
     redis = shutil.which("redis-server") or "/usr/bin/redis-server"
     return Tools(pg_bin=pg_bin or "/usr/lib/postgresql/15/bin", redis_server=redis)
-
-
-def password(layout: Layout, name: str) -> str:
-    """A generated password kept in a 0600 file, so reboots keep the same one."""
-    fs.ensure_dir(layout.secrets_dir, 0o700)
-    path = layout.secrets_dir / name
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = secrets.token_hex(16)
-        fs.write(fs.FileSpec(path, value + "\n", 0o600))
-        return value
 
 
 def initialised(layout: Layout) -> bool:

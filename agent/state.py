@@ -7,6 +7,7 @@ timings and what has been done once (releases, registrations).
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,3 +93,16 @@ class _Step:
 
     def __exit__(self, *exc: object) -> None:
         self.steps.steps.append({"name": self.name, "seconds": round(time.monotonic() - self.t0, 3)})
+
+
+def secret(layout: Layout, name: str) -> str:
+    """A generated secret of this box (database passwords, the environment digest key),
+    kept 0600 under the state's secrets/ so reboots reuse it."""
+    fs.ensure_dir(layout.secrets_dir, 0o700)
+    path = layout.secrets_dir / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = secrets.token_hex(16)
+        fs.write(fs.FileSpec(path, value + "\n", 0o600))
+        return value

@@ -22,7 +22,7 @@ from typing import Callable
 
 from stack import REPO, Stack, median  # noqa: F401
 
-from agent import catalog, databases, readiness, users
+from agent import catalog, databases, readiness, state, users
 from agent.paths import Layout
 from agent.plan import Inputs, Plan, Program, Role, make_plan
 
@@ -37,8 +37,8 @@ class Direct:
         self.pg_user = users.system_user("postgres")
         self.redis_user = users.system_user("redis")
         inputs = Inputs(tools=self.tools, postgres_user=self.pg_user, redis_user=self.redis_user,
-                        pg_password=databases.password(self.layout, "postgres"),
-                        redis_password=databases.password(self.layout, "redis"))
+                        pg_password=state.secret(self.layout, "postgres"),
+                        redis_password=state.secret(self.layout, "redis"))
         self.inputs = inputs
         self.plan: Plan = make_plan(cat, Role("review"), self.layout, inputs)
         self.procs: list[subprocess.Popen[bytes]] = []
