@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-from agent import __version__, fs, git
-from agent.catalog import Catalog, Repo
+from agent import __version__
+from agent.config.catalog import Catalog, Repo
 from agent.errors import AgentError
-from agent.paths import Layout
+from agent.local import fs, git
+from agent.local.layout import Layout
 
 _print_lock = threading.Lock()
 

@@ -1,8 +1,9 @@
-"""The `agent` command line: parse, dispatch, and turn AgentError into exit codes.
+"""The `agent` command line: parse, dispatch, print, and turn AgentError into exit codes.
 
 The only place that prints errors and picks exit codes (2 bad input, 3 not ready,
-1 other failure). Heavy modules (boto3, jinja2) are imported inside the commands that
-need them, so `agent status` starts fast.
+1 other failure). Each command is a few lines handing its arguments to the module that
+does the work. Heavy modules (boto3, jinja2, jsonschema) are imported inside the
+commands that need them, so `agent status` starts fast.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from typing import Any, Callable
 
 from agent import __version__
 from agent.errors import EXIT_BAD_INPUT, AgentError, BadInput
-from agent.paths import Layout
-
-SERVICE_USER = "unified"
+from agent.local.layout import Layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     command("validate", cmd_validate, "check services.yaml; exit 2 with FILE:LINE errors if it is wrong")
     p = command("plan", cmd_plan, "print what would run for a role (no side effects)")
-    _role_args(p)
+    _role_args(p, target_group=True)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("boot", cmd_boot, "bring this box up for its role (from IMDS tags unless --mode is given)")
     _role_args(p)
@@ -107,9 +106,12 @@ def _operate_args(p: argparse.ArgumentParser) -> None:
                    help="wait this long for another agent operation to finish (default 600)")
 
 
-def _role_args(p: argparse.ArgumentParser) -> None:
+def _role_args(p: argparse.ArgumentParser, target_group: bool = False) -> None:
     p.add_argument("--mode", help="review, staging or production")
     p.add_argument("--service", help="the service to run (staging/production)")
+    if target_group:
+        p.add_argument("--target-group", default=None,
+                       help="for a service with a blue/green pair: the group of the pair to plan for")
 
 
 def _layout(args: argparse.Namespace) -> Layout:
@@ -118,100 +120,43 @@ def _layout(args: argparse.Namespace) -> Layout:
     if any(c.isspace() for c in root):
         raise BadInput(f"--root {root!r}: white space in the root breaks supervisord's include list; "
                        "choose a root without spaces")
-    if len(str(layout.socket).encode()) > 100:
-        raise BadInput(f"--root {root!r} is too long: the supervisord socket path {layout.socket} "
-                       "must fit a unix socket address (100 bytes); choose a shorter root")
+    longest = layout.runtime_dir("postgres") / ".s.PGSQL.65535"  # the longest socket path under the root
+    if len(str(longest).encode()) > 100:
+        raise BadInput(f"--root {root!r} is too long: socket paths like {longest} must fit a unix socket "
+                       "address (100 bytes); choose a shorter root")
     return layout
 
 
-def _catalog(args: argparse.Namespace, trust_bake: bool = False) -> Any:
-    """services.yaml; with `trust_bake`, a file byte-identical to the one the bake
-    validated (its digest is in the manifest) skips the schema pass."""
-    from agent import catalog
-    layout = _layout(args)
-    path = args.services or layout.default_services
-    validated = None
-    if trust_bake:
-        try:
-            validated = json.loads(layout.manifest.read_text()).get("services_digest")
-        except (OSError, ValueError, AttributeError):
-            validated = None
-    return catalog.load(path, validated_digest=validated)
+def _services(args: argparse.Namespace, layout: Layout) -> Path:
+    return Path(args.services or layout.default_services)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cat = _catalog(args)
+    from agent.config import catalog
+    cat = catalog.load(_services(args, _layout(args)))
     print(f"{cat.path}: ok ({len(cat.services)} services, {len(cat.repos)} repos)")
     return 0
 
 
-def _inputs(layout: Layout, cat: Any, generate_secrets: bool, config_vars: dict[str, str] | None = None) -> Any:
-    from agent import databases, state, users
-    from agent.plan import Inputs
-    tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
-    kwargs: dict[str, Any] = {}
-    if generate_secrets:
-        kwargs = {"pg_password": state.secret(layout, "postgres"),
-                  "redis_password": state.secret(layout, "redis")}
-    service_user = users.system_user(SERVICE_USER)
-    return Inputs(tools=tools, service_user=service_user, service_home=users.home_of(service_user),
-                  postgres_user=users.system_user("postgres"), redis_user=users.system_user("redis"),
-                  config_vars=dict(config_vars or {}), **kwargs)
-
-
-def _role(args: argparse.Namespace, cat: Any) -> Any:
-    from agent import role
-    return role.resolve(cat, args.mode, args.service)
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
-    from agent.plan import make_plan
+    from agent import facts, plan, role
+    from agent.config import catalog
     layout = _layout(args)
-    cat = _catalog(args)
-    plan = make_plan(cat, _role(args, cat), layout, _inputs(layout, cat, generate_secrets=False))
-    if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
-    else:
-        for program in plan.programs:
-            what = program.command or " ".join(program.argv)
-            after = f" (after {', '.join(program.needs)})" if program.needs else ""
-            print(f"{program.name}: {what}{after}")
+    cat = catalog.load(_services(args, layout))
+    the_role = role.resolve(cat, args.mode, args.service, target_group=args.target_group)
+    planned = plan.make_plan(cat, the_role, layout, facts.gather(layout, cat, the_role, generate_secrets=False))
+    print(json.dumps(planned.to_json(), indent=2) if args.json else plan.describe(planned))
     return 0
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from agent import lock
-    layout = _layout(args)
+    from agent import boot
     _logging()
-    if args.mode == "review":
-        from agent.boot import Box
-        from agent.plan import make_plan
-        cat = _catalog(args, trust_bake=True)
-        role = _role(args, cat)
-        _require_checkouts(layout, cat, role)
-        with lock.exclusive(layout, "boot"):
-            inputs = _inputs(layout, cat, generate_secrets=True)
-            plan = make_plan(cat, role, layout, inputs)
-            current = Box(layout, plan, inputs).boot()
-        print(f"booted review: {len(plan.programs)} programs ready in {current.boot_seconds or 0:.1f}s")
-    else:
-        from agent import instance
-        from agent.imds import Imds
-        if args.service is not None and args.mode is None:
-            raise BadInput("--service needs --mode (staging or production)")
-        if args.mode is not None:  # flags are checked before anything asks IMDS
-            _role(args, _catalog(args, trust_bake=True))
-
-        def inputs_for(cat: Any, role: Any, config: dict[str, str]) -> Any:
-            return _inputs(layout, cat, generate_secrets=role.mode == "review", config_vars=config)
-
-        with lock.exclusive(layout, "boot"):
-            current = instance.boot(layout, lambda: _catalog(args, trust_bake=True), inputs_for, args.mode, args.service,
-                                    checkouts=lambda cat, role: _require_checkouts(layout, cat, role),
-                                    imds=Imds(deadline=args.imds_deadline), heartbeat_interval=args.heartbeat_interval)
-        who = current.role
-        print(f"booted {who['mode']}" + (f" ({who['service']})" if who.get("service") else "")
-              + f" in {current.boot_seconds or 0:.1f}s")
+    request = boot.Request(services=args.services, mode=args.mode, service=args.service,
+                           imds_deadline=args.imds_deadline, heartbeat_interval=args.heartbeat_interval)
+    current = boot.boot(_layout(args), request)
+    who = current.role.describe() if current.role else "?"
+    print(f"booted {who}: {len(current.programs)} programs ready in {current.boot_seconds or 0:.1f}s")
     return cmd_status(argparse.Namespace(root=args.root, json=False))
 
 
@@ -222,15 +167,6 @@ def _logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _require_checkouts(layout: Layout, cat: Any, role: Any) -> None:
-    """Refuse before starting anything if a service's code is not under the root."""
-    names = cat.services if role.mode == "review" else [role.service]
-    missing = sorted({cat.services[n].repo for n in names if not layout.repo_dir(cat.services[n].repo).is_dir()})
-    if missing:
-        raise BadInput(f"repos not baked under {layout.repos}: {', '.join(missing)}; "
-                       f"run `agent bake --root {layout.root}` first")
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from agent import ops
     report, code = ops.status(_layout(args))
@@ -239,30 +175,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from agent import instance, lock, ops, state
-    layout = _layout(args)
+    from agent import ops
     _logging()
-    with lock.exclusive(layout, "restart", wait=args.wait):
-        ops.restart_targets(layout, args.names)  # a typo must not take the box out of the load balancer
-        current = state.load(layout)
-        if current is not None and current.registrations:
-            instance.restart(layout, args.names, args.drain_timeout)
-        else:
-            ops.restart(layout, args.names)
+    ops.restart(_layout(args), args.names, args.drain_timeout, args.wait)
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from agent import instance, lock, ops, state
+    from agent import ops
     layout = _layout(args)
     _logging()
-    with lock.exclusive(layout, "stop", wait=args.wait):
-        current = state.load(layout)
-        services = [p["name"] for p in current.programs if p["kind"] == "service"] if current else []
-        if current is not None and current.registrations:
-            instance.stop(layout, services, args.drain_timeout)
-        else:
-            ops.stop_all(layout, services)
+    ops.stop(layout, args.drain_timeout, args.wait)
     print(f"stopped everything under {layout.root}")
     return 0
 
@@ -279,9 +202,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_bake(args: argparse.Namespace) -> int:
     from agent import bake
+    from agent.config import catalog
     layout = _layout(args)
-    cat = _catalog(args)
-    manifest = bake.bake(layout, cat, jobs=args.jobs)
+    manifest = bake.bake(layout, catalog.load(_services(args, layout)), jobs=args.jobs)
     print(f"baked {len(manifest['repos'])} repos; manifest at {layout.manifest}")
     return 0
-

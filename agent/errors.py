@@ -6,7 +6,7 @@ exit code to use, so a library caller can catch it and keep going.
 
 from __future__ import annotations
 
-# Exit codes are a contract (design.md): 2 is bad input, 3 is "not running/ready" for
+# Exit codes are a contract (README.md, "The agent"): 2 is bad input, 3 is "not running/ready" for
 # `agent status` (the LSB convention supervisorctl follows), 1 is any other failure.
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2

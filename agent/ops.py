@@ -1,7 +1,9 @@
 """Operating a booted box: `agent status`, `agent restart`, `agent stop`.
 
 Status answers from the state file and supervisord alone (plus loopback readiness
-probes), never from AWS, so it stays well under a second.
+probes), never from AWS, so it stays well under a second. Restart and stop outside
+review drain from the load balancers first (`agent.aws.membership.Drained`); the
+modules that reach AWS are imported only then.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
-from agent import readiness, state
+from agent.deadline import Deadline
 from agent.errors import EXIT_NOT_READY, AgentError, BadInput
-from agent.paths import Layout
-from agent.readiness import Readiness
-from agent.supervisor import RPC_ERRORS, Supervisor
+from agent.local import lock, readiness, state
+from agent.local.layout import Layout
+from agent.local.state import State
+from agent.local.supervisor import RPC_ERRORS, Supervisor
+
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -44,25 +49,26 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
         infos, supervisord = {}, "NOT RUNNING"
     now = time.time()
 
-    def one(entry: dict[str, Any]) -> ProgramStatus:
-        info = infos.get(entry["name"], {})
+    def one(record: state.ProgramRecord) -> ProgramStatus:
+        info = infos.get(record.name, {})
         statename = info.get("statename", "NOT RUNNING" if supervisord != "RUNNING" else "UNKNOWN")
-        probe = readiness.probe(Readiness(**entry["readiness"]), statename, current.pg.get("pg_isready"),
-                                current.pg.get("socket"), timeout=1.0, up=readiness.uptime(info))
+        probe = readiness.probe(record.readiness, statename, timeout=1.0, up=readiness.uptime(info))
         pid = info.get("pid") or None
         uptime = now - info["start"] if statename == "RUNNING" and info.get("start") else None
-        return ProgramStatus(entry["name"], entry["kind"], statename, pid, uptime, probe.ready, probe.detail)
+        return ProgramStatus(record.name, record.kind, statename, pid, uptime, probe.ready, probe.detail)
 
     with ThreadPoolExecutor(max_workers=max(1, len(current.programs))) as pool:
         programs = list(pool.map(one, current.programs))
     # ready implies up: a real probe may pass while supervisord still counts startsecs
     ok = supervisord == "RUNNING" and all(p.ready and p.state in ("RUNNING", "STARTING") for p in programs)
     report = {
-        "booted": True, "role": current.role, "supervisord": supervisord,
-        "programs": [p.__dict__ for p in programs], "steps": current.steps,
+        "booted": True, "role": current.role.to_json() if current.role else None, "supervisord": supervisord,
+        "programs": [asdict(p) for p in programs], "steps": [asdict(s) for s in current.steps],
         "boot_seconds": current.boot_seconds, "booted_at": current.booted_at,
-        "last_error": current.last_error, "registrations": current.registrations,
-        "agent_version": current.agent_version, "config": current.config, "identity": current.identity,
+        "last_error": current.last_error, "registrations": [asdict(r) for r in current.registrations],
+        "agent_version": current.agent_version,
+        "config": {"path": current.config_path, "keys": current.config_keys} if current.config_path else {},
+        "identity": asdict(current.identity) if current.identity else {},
         "manifest": _manifest(layout),
     }
     return report, 0 if ok else EXIT_NOT_READY
@@ -81,7 +87,7 @@ def format_status(report: dict[str, Any]) -> str:
     """The human table: one line per program, like `supervisorctl status`."""
     if not report.get("booted"):
         return "\n".join([report.get("error", "not booted"), *_image_line(report)])
-    role = report["role"]
+    role = report["role"] or {"mode": "?"}
     who = role["mode"] + (f" ({role['service']})" if role.get("service") else "")
     lines = [f"role: {who}    supervisord: {report['supervisord']}"]
     lines.append(f"{'PROGRAM':<24} {'STATE':<12} {'PID':>7} {'UPTIME':>9}  READY")
@@ -94,8 +100,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.insert(1, f"instance: {ident.get('instance_id')} in {ident.get('availability_zone')}"
                         + (f", group {ident['group']}" if ident.get("group") else ""))
     for reg in report.get("registrations") or []:
-        where = f"target group {reg['target_group']}" if reg.get("target_group") else f"classic ELB {reg['classic_elb']}"
-        lines.append(f"registered: {where}, port {reg['port']}")
+        lines.append(f"registered: {reg['kind'].replace('_', ' ')} {reg['name']}, port {reg['port']}")
     if report.get("config"):
         lines.append(f"config vars from {report['config']['path']}: {', '.join(report['config']['keys'])}")
     lines += _image_line(report)
@@ -120,6 +125,41 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+# -- restart and stop ----------------------------------------------------------------
+
+def restart(layout: Layout, names: list[str], drain_limit: float | None, wait: float, say: Say = print) -> None:
+    """`agent restart`: the named programs (every service by default), each ready again
+    before the next; outside review, out of the load balancers meanwhile."""
+    with lock.exclusive(layout, "restart", wait=wait):
+        current = state.load(layout)
+        if current is None:
+            raise AgentError(f"nothing is booted under {layout.root}: run `agent boot` first")
+        targets = restart_targets(current, names)  # a typo must not take the box out of the load balancer
+        with _drained(current, drain_limit, say, register_after=True):
+            _restart_programs(layout, current, targets, say)
+
+
+def stop(layout: Layout, drain_limit: float | None, wait: float, say: Say = print) -> None:
+    """`agent stop`: out of the load balancers, then services, databases, supervisord."""
+    with lock.exclusive(layout, "stop", wait=wait):
+        stop_locked(layout, state.load(layout), drain_limit, say)
+
+
+def stop_locked(layout: Layout, current: State | None, drain_limit: float | None, say: Say) -> None:
+    """Stop, for a caller that holds the agent lock (`agent watch`)."""
+    with _drained(current, drain_limit, say, register_after=False):
+        stop_all(layout, current.services if current else [])
+
+
+def _drained(current: State | None, drain_limit: float | None, say: Say, register_after: bool) -> Any:
+    from contextlib import nullcontext
+    if current is None or not current.registrations:
+        return nullcontext()
+    from agent.aws.lb import kinds  # boto3 only when there is a load balancer to leave
+    from agent.aws.membership import Drained
+    return Drained([kinds.for_record(r) for r in current.registrations], drain_limit, say, register_after)
+
+
 def stop_all(layout: Layout, service_names: list[str]) -> None:
     """Stop services first (in parallel), then everything else, then supervisord."""
     sup = Supervisor(layout)
@@ -135,21 +175,11 @@ def stop_all(layout: Layout, service_names: list[str]) -> None:
     sup.shutdown()
 
 
-def require_running(layout: Layout) -> Supervisor:
-    sup = Supervisor(layout)
-    if not sup.running():
-        raise AgentError(f"supervisord is not running under {layout.root}: run `agent boot` first")
-    return sup
-
-
-def restart_targets(layout: Layout, names: list[str]) -> list[str]:
+def restart_targets(current: State, names: list[str]) -> list[str]:
     """The programs `agent restart NAMES` means (all services when none are named), or
     BadInput before anything is drained or stopped."""
-    current = state.load(layout)
-    if current is None:
-        raise AgentError(f"nothing is booted under {layout.root}: run `agent boot` first")
-    known = [p["name"] for p in current.programs]
-    targets = names or [p["name"] for p in current.programs if p["kind"] == "service"]
+    known = [p.name for p in current.programs]
+    targets = names or current.services
     unknown = [n for n in targets if n not in known]
     if unknown:
         raise BadInput(f"restart: no program named {', '.join(map(repr, unknown))}; "
@@ -157,28 +187,26 @@ def restart_targets(layout: Layout, names: list[str]) -> list[str]:
     return targets
 
 
-def restart(layout: Layout, names: list[str], say: Any = print) -> None:
-    """Restart programs one at a time, each ready again before the next (review mode;
-    staging/production drain from the load balancer around this, see agent.instance)."""
-    targets = restart_targets(layout, names)
-    current = state.load(layout)
-    assert current is not None
-    known = {p["name"]: p for p in current.programs}
-    sup = require_running(layout)
+def _restart_programs(layout: Layout, current: State, targets: list[str], say: Say) -> None:
+    sup = Supervisor(layout)
+    if not sup.running():
+        raise AgentError(f"supervisord is not running under {layout.root}: run `agent boot` first")
     for name in targets:
-        t0 = time.monotonic()
+        record = current.program(name)
+        assert record is not None
+        deadline = Deadline(record.readiness.timeout)
         sup.stop(name)
         sup.start(name)
         started = time.monotonic()
-        spec = Readiness(**known[name]["readiness"])
 
-        def check(name: str = name, spec: Readiness = spec, started: float = started) -> tuple[readiness.Probe, str]:
+        def check(name: str = name, record: state.ProgramRecord = record,
+                  started: float = started) -> tuple[readiness.Probe, str]:
             info = sup.info(name)
-            return readiness.probe(spec, info["statename"], current.pg.get("pg_isready"), current.pg.get("socket"),
-                                   up=time.monotonic() - started), info["statename"]
+            return readiness.probe(record.readiness, info["statename"], up=time.monotonic() - started), \
+                info["statename"]
 
-        result = readiness.wait(check, t0 + spec.timeout)
+        result = readiness.wait(check, deadline)
         if not result.ready:
             raise AgentError(f"{name} did not become ready after restart: {result.detail}\n"
                              f"--- last lines of {layout.program_log(name)} ---\n{sup.log_tail(name)}")
-        say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {time.monotonic() - t0:.1f}s")
+        say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {deadline.elapsed():.1f}s")

@@ -1,18 +1,52 @@
 """Who this box is: mode and service, from flags or EC2 tags, checked strictly.
 
 Tag values are untrusted input (anyone who can tag an instance can write them): a value
-is accepted only if it is exactly a known mode or exactly a service named in
-services.yaml, before anything is rendered or started.
+is accepted only if it is exactly a known mode, exactly a service named in
+services.yaml, and (for a blue/green pair) exactly one of the pair's target groups,
+before anything is rendered or started.
 """
 
 from __future__ import annotations
 
-from agent.catalog import Catalog
-from agent.errors import BadInput
-from agent.plan import MODES, Role
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from agent.errors import BadInput
+
+if TYPE_CHECKING:  # the catalog pulls in jsonschema; `agent status` reads roles without it
+    from agent.config.catalog import Catalog
+
+MODES = ("review", "staging", "production")
 MODE_TAG = "unified:mode"
 SERVICE_TAG = "unified:service"
+TARGET_GROUP_TAG = "unified:target-group"   # which group of a blue/green pair to join
+DEPLOY_TAG = "unified:deploy"               # the deploy that launched the instance (informational)
+
+
+@dataclass(frozen=True)
+class Role:
+    """Who this box is: a mode, and outside review the one service it runs (and, for a
+    blue/green pair, the target group it joins)."""
+
+    mode: str
+    service: str | None = None
+    target_group: str | None = None
+
+    def describe(self) -> str:
+        return self.mode + (f" ({self.service})" if self.service else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "service": self.service, "target_group": self.target_group}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Role | None:
+        if not isinstance(data, dict) or data.get("mode") not in MODES:
+            return None
+        return cls(data["mode"], _text_or_none(data.get("service")), _text_or_none(data.get("target_group")))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def show(value: str, limit: int = 60) -> str:
@@ -21,7 +55,11 @@ def show(value: str, limit: int = 60) -> str:
     return repr(text)
 
 
-def resolve(catalog: Catalog, mode: str | None, service: str | None, source: str = "--mode/--service") -> Role:
+def resolve(catalog: Catalog, mode: str | None, service: str | None, source: str = "--mode/--service",
+            target_group: str | None = None) -> Role:
+    """The role, or BadInput naming `source` and what was expected. `target_group` is
+    the `unified:target-group` tag, needed only where the service's load balancer in
+    this mode is a blue/green pair."""
     if mode is None:
         raise BadInput(f"{source}: no mode given; expected one of: {', '.join(MODES)}")
     if mode not in MODES:
@@ -35,4 +73,11 @@ def resolve(catalog: Catalog, mode: str | None, service: str | None, source: str
     if service not in catalog.services:
         raise BadInput(f"{source}: service {show(service)} is not in {catalog.path}; "
                        f"expected one of: {', '.join(catalog.services)}")
-    return Role(mode, service)
+    lb = catalog.services[service].load_balancer.get(mode)
+    chosen = None
+    if lb is not None and lb.kind == "target_groups":
+        try:
+            _, chosen = lb.pick(target_group)
+        except BadInput as exc:
+            raise BadInput(f"tag {TARGET_GROUP_TAG}: {exc}") from None
+    return Role(mode, service, chosen)

@@ -18,14 +18,15 @@ import logging
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from agent import lock, state
+from agent.aws.imds import Imds
 from agent.errors import AgentError
-from agent.imds import Imds
-from agent.paths import Layout
+from agent.local import lock, state
+from agent.local.layout import Layout
 
 log = logging.getLogger("agent.watch")
 POLL_SECONDS = 5.0
@@ -67,7 +68,8 @@ def drain_budget(event: Event, stop_seconds: float, configured: float | None) ->
 
 def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[str], None]) -> None:
     """Drain, stop, complete the terminating hook: once per event."""
-    from agent import instance, lifecycle  # boto3 only now
+    from agent import ops
+    from agent.aws import lifecycle  # boto3 only now
 
     # A restart or boot may hold the lock; a spot notice can wait only as long as its
     # two minutes allow, a scale-in as long as its hook does.
@@ -76,28 +78,24 @@ def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[
         current = state.load(layout) or state.State()
         if event.key in current.handled_events:
             return
-        services = [p["name"] for p in current.programs if p["kind"] == "service"]
-        stop_seconds = max((float(p.get("stop_seconds", 30)) for p in current.programs), default=30.0)
+        services = current.services
+        stop_seconds = max((float(p.stop_seconds) for p in current.programs), default=30.0)
         limit = drain_budget(event, stop_seconds, drain_limit)
         ident = current.identity
         hook = None
-        if event.kind == "terminating" and ident.get("group"):
+        if event.kind == "terminating" and ident is not None and ident.group:
             try:
-                hook = lifecycle.find_hook(ident["group"], ident["instance_id"], ident["region"],
-                                           lifecycle.TERMINATING)
+                hook = lifecycle.find_hook(ident.group, ident.instance_id, ident.region, lifecycle.TERMINATING)
             except AgentError as exc:  # drain anyway: a missing hook must not cost requests
                 say(f"cannot read the terminating hook ({exc}); draining without it")
         say(f"{event.kind}: draining (limit {limit if limit is not None else 'the load balancer delay'}s), "
             f"then stopping {', '.join(services) or 'nothing'}")
+        with hook.heartbeats() if hook is not None else nullcontext():
+            ops.stop_locked(layout, current, limit, say)
+            say(f"stopped {', '.join(services) or 'nothing'} and supervisord")
         if hook is not None:
-            with hook.heartbeats():
-                instance.stop(layout, services, limit, say)
-                say(f"stopped {', '.join(services) or 'nothing'} and supervisord")
             hook.complete("CONTINUE")
             say(f"lifecycle hook {hook.name}: CONTINUE")
-        else:
-            instance.stop(layout, services, limit, say)
-            say(f"stopped {', '.join(services) or 'nothing'} and supervisord")
         current = state.load(layout) or current
         current.handled_events = [*current.handled_events, event.key]
         state.save(layout, current)

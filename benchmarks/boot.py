@@ -22,9 +22,14 @@ from typing import Callable
 
 from stack import REPO, Stack, median  # noqa: F401
 
-from agent import catalog, databases, readiness, state, users
-from agent.paths import Layout
-from agent.plan import Inputs, Plan, Program, Role, make_plan
+from agent import facts
+from agent.config import catalog
+from agent.deadline import Deadline
+from agent.local import fs, readiness
+from agent.local.databases import kinds
+from agent.local.layout import Layout
+from agent.plan import Plan, Program, make_plan
+from agent.role import Role
 
 
 class Direct:
@@ -33,19 +38,11 @@ class Direct:
     def __init__(self, root: Path, services: Path):
         self.layout = Layout(root)
         cat = catalog.load(services)
-        self.tools = databases.find_tools(cat.postgres.version if cat.postgres else None)
-        self.pg_user = users.system_user("postgres")
-        self.redis_user = users.system_user("redis")
-        inputs = Inputs(tools=self.tools, postgres_user=self.pg_user, redis_user=self.redis_user,
-                        pg_password=state.secret(self.layout, "postgres"),
-                        redis_password=state.secret(self.layout, "redis"))
-        self.inputs = inputs
-        self.plan: Plan = make_plan(cat, Role("review"), self.layout, inputs)
+        self.facts = facts.gather(self.layout, cat, Role("review"), generate_secrets=True)
+        self.plan: Plan = make_plan(cat, Role("review"), self.layout, self.facts)
         self.procs: list[subprocess.Popen[bytes]] = []
-        from agent import fs, render
-        databases.prepare_dirs(self.layout, self.pg_user, self.redis_user, True, True)
-        redis = self.plan.program("redis")
-        fs.write(render.redis_conf(self.layout, redis.port or 0, inputs.redis_password, redis.user))
+        for db in self.plan.databases:
+            fs.write_all(kinds.get(db.kind).files(db, self.layout, self.facts))
 
     def start(self, program: Program) -> None:
         if program.kind == "service":
@@ -59,23 +56,22 @@ class Direct:
                                            start_new_session=True))
 
     def ready(self, program: Program) -> None:
-        t0 = time.monotonic()
+        deadline = Deadline(program.readiness.timeout)
         if program.readiness.kind == "running":
             time.sleep(program.start_seconds)  # what supervisord's startsecs means
             return
-        result = readiness.wait(lambda: (readiness.probe(program.readiness, "RUNNING",
-                                                         f"{self.tools.pg_bin}/pg_isready",
-                                                         str(self.layout.pg_socket_dir)), "RUNNING"),
-                                t0 + program.readiness.timeout)
+        result = readiness.wait(lambda: (readiness.probe(program.readiness, "RUNNING"), "RUNNING"), deadline)
         assert result.ready, f"{program.name}: {result.detail}"
 
-    def postgres(self) -> None:
-        pg = self.plan.program("postgres")
-        databases.initdb(self.layout, self.tools, self.pg_user)
-        self.start(pg)
-        self.ready(pg)
-        databases.provision(self.layout, self.tools, self.pg_user, pg.port or 0, self.plan.databases,
-                            self.inputs.pg_password)
+    def database(self, kind: str) -> None:
+        """init, start, ready, after-ready: what the agent does for a local database."""
+        db = next(d for d in self.plan.databases if d.kind == kind)
+        module = kinds.get(kind)
+        module.init(db, self.layout, self.facts)
+        program = self.plan.program(kind)
+        self.start(program)
+        self.ready(program)
+        module.after_ready(db, self.layout, self.facts)
 
     def release(self, program: Program) -> None:
         env = {"PATH": os.environ["PATH"], **program.environment}
@@ -98,9 +94,8 @@ def timed(action: Callable[[], None]) -> float:
 def critical_path(stack: Stack) -> float:
     direct = Direct(stack.fresh_root(), stack.services)
     try:
-        t_db = timed(direct.postgres)
-        redis = direct.plan.program("redis")
-        timed(lambda: (direct.start(redis), direct.ready(redis)))
+        t_db = timed(lambda: direct.database("postgres"))
+        timed(lambda: direct.database("redis"))
         releases = [p for p in direct.plan.services if p.release]
         t_release = sum(timed(lambda p=p: direct.release(p)) for p in releases)
         slowest = max(timed(lambda p=p: (direct.start(p), direct.ready(p))) for p in direct.plan.services)
@@ -113,10 +108,9 @@ def sequential(stack: Stack) -> float:
     direct = Direct(stack.fresh_root(), stack.services)
     t0 = time.monotonic()
     try:
-        direct.postgres()
-        for program in direct.plan.programs:
-            if program.name == "postgres":
-                continue
+        for db in direct.plan.databases:
+            direct.database(db.kind)
+        for program in direct.plan.services:
             if program.release:
                 direct.release(program)
             direct.start(program)

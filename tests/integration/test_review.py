@@ -54,7 +54,7 @@ def test_boot_reports_every_program_running_and_ready(box: tuple[Agent, dict[str
     agent, _ = box
     code, report = agent.status()
     assert code == 0, report
-    assert report["role"] == {"mode": "review", "service": None}
+    assert report["role"] == {"mode": "review", "service": None, "target_group": None}
     programs = {p["name"]: p for p in report["programs"]}
     assert set(programs) == {"postgres", "redis", "shop-api", "shop-worker", "shop-front", "echo"}
     for p in programs.values():

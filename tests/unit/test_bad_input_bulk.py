@@ -18,7 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import catalog, cli, role
+from agent import cli, role
+from agent.config import catalog
 from agent.errors import EXIT_BAD_INPUT, BadInput
 
 VALID = {

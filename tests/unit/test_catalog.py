@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import catalog, cli
-from agent.catalog import Health, LoadBalancer
+from agent import cli
+from agent.config import catalog
+from agent.config.catalog import Health, LoadBalancer
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = REPO / "tests" / "bad"
@@ -373,21 +374,22 @@ def test_catalog_has_typed_values_and_defaults(tmp_path: Path) -> None:
     assert svc.after == ("api-worker",)
     assert svc.release == "python -m api.migrate"
     assert (svc.start_seconds, svc.stop_seconds) == (1, 30)
-    assert svc.load_balancer == {"staging": LoadBalancer(target_group="stg-api-web"),
-                                 "production": LoadBalancer(classic_elb="prod-api-web")}
+    assert svc.load_balancer == {"staging": LoadBalancer("target_group", ("stg-api-web",)),
+                                 "production": LoadBalancer("classic_elb", ("prod-api-web",))}
 
     worker = cat.services["api-worker"]
     assert (worker.port, worker.health, worker.env, worker.uses, worker.after) == (None, None, {}, (), ())
     assert (worker.start_seconds, worker.stop_seconds, worker.release) == (0, 120, None)
     assert cat.services["front"].health == Health("/", 2.5)
 
-    assert cat.postgres is not None and cat.redis is not None
-    assert (cat.postgres.version, cat.postgres.databases, cat.postgres.port) == (None, ("api", "api_test"), 5432)
-    assert cat.redis.port == 6379
-    assert cat.environments == {"staging": "/unified/staging", "production": "/unified/production"}
+    postgres, redis = cat.databases["postgres"], cat.databases["redis"]
+    assert (postgres.kind, postgres.port, postgres.settings) == ("postgres", 5432, {"databases": ["api", "api_test"]})
+    assert (redis.kind, redis.port) == ("redis", 6379)  # ports default to what the schema states
+    assert {name: env.config_path for name, env in cat.environments.items()} == {
+        "staging": "/unified/staging", "production": "/unified/production"}
 
 
 def test_catalog_without_databases_or_environments(tmp_path: Path) -> None:
     cat = catalog.load(write(tmp_path, MINIMAL))
-    assert (cat.postgres, cat.redis, cat.environments) == (None, None, {})
+    assert (cat.databases, cat.environments) == ({}, {})
     assert cat.services["web"].command == "./run"

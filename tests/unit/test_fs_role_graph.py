@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import catalog, fs, graph, role
+from agent import role
+from agent.config import catalog
+from agent.local import fs, graph
 from agent.errors import EXIT_BAD_INPUT, BadInput
 
 
@@ -121,9 +123,9 @@ def test_newlines_nul_and_reserved_names_are_refused(tmp_path: Path, text: str, 
 
 
 def test_a_broken_state_file_is_an_error_not_a_fresh_box(tmp_path: Path) -> None:
-    from agent import state
+    from agent.local import state
     from agent.errors import AgentError
-    from agent.paths import Layout
+    from agent.local.layout import Layout
     layout = Layout(tmp_path)
     assert state.load(layout) is None
     layout.state_dir.mkdir(parents=True)
@@ -135,14 +137,14 @@ def test_a_broken_state_file_is_an_error_not_a_fresh_box(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("url", ["https://ghp_TOKEN@github.com/o/r.git", "https://u:p@example.com/r.git"])
 def test_repo_urls_with_credentials_are_refused(tmp_path: Path, url: str) -> None:
-    from agent import git
+    from agent.local import git
     with pytest.raises(BadInput, match="carries credentials") as caught:
         git.resolve_url(url, tmp_path)
     assert "TOKEN" not in str(caught.value) and ":p@" not in str(caught.value)
 
 
 def test_scp_like_and_local_urls(tmp_path: Path) -> None:
-    from agent import git
+    from agent.local import git
     assert git.resolve_url("git@github.com:o/r.git", tmp_path) == "git@github.com:o/r.git"
     assert git.resolve_url("github.com:o/r.git", tmp_path) == "github.com:o/r.git"
     assert git.resolve_url("ssh://git@host/r.git", tmp_path) == "ssh://git@host/r.git"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import render
-from agent.paths import Layout
-from agent.plan import Program, Readiness
+from agent.local import render
+from agent.local.layout import Layout
+from agent.local.readiness import Readiness
+from agent.plan import Program
 
 LAYOUT = Layout(Path("/box"))
 
@@ -95,6 +96,11 @@ def test_newline_in_a_supervisord_value_is_refused() -> None:
 
 
 def test_redis_conf_is_private() -> None:
-    spec = render.redis_conf(LAYOUT, 6390, "pw", "redis")
+    from agent.config.catalog import Database
+    from agent.facts import Facts
+    from agent.local.databases import redis
+    facts = Facts(users={"redis": "redis"}, secrets={"redis": "pw"})
+    spec, = redis.files(Database("redis", 6390), LAYOUT, facts)
     assert spec.mode == 0o600 and spec.owner == "redis"
     assert "port 6390" in spec.content and "requirepass pw" in spec.content and "bind 127.0.0.1" in spec.content
+    assert 'pidfile "/box/run/unified/redis/redis.pid"' in spec.content  # where orphans are looked for

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import yamlsource
-from agent.yamlsource import YamlError, format_path
+from agent.config import yamlsource
+from agent.config.yamlsource import YamlError, format_path
 
 HERE = Path("services.yaml")
 

@@ -1,7 +1,9 @@
 """Where every file lives under the agent root.
 
 Every path is derived from one root (`--root`, default `/`) so that several agents run
-side by side on one machine; nothing else in the package joins path strings.
+side by side on one machine. The agent's own modules take their paths from here; the
+one exception is what a program's own configuration names inside its directories
+(PostgreSQL's files in its data directory).
 """
 
 from __future__ import annotations
@@ -54,9 +56,15 @@ class Layout:
     def lock(self) -> Path:
         return self.run / "agent.lock"
 
-    @property
-    def pg_socket_dir(self) -> Path:
-        return self.run / "pg"
+    def runtime_dir(self, program: str) -> Path:
+        """A program's sockets and pid file, owned by the user it runs as."""
+        return self.run / program
+
+    def pidfile(self, program: str) -> Path:
+        """Where a program that hides the environment supervisord gave it (a database
+        server renaming its process) writes its pid, so a dead supervisord's orphans are
+        still found."""
+        return self.runtime_dir(program) / f"{program}.pid"
 
     @property
     def logs(self) -> Path:
@@ -71,27 +79,18 @@ class Layout:
         return self.state_dir / "state.json"
 
     @property
+    def releases_dir(self) -> Path:
+        """One file per service: the release key last run to completion."""
+        return self.state_dir / "releases"
+
+    @property
     def secrets_dir(self) -> Path:
         """Generated credentials (local database passwords); mode 0700."""
         return self.state_dir / "secrets"
 
-    @property
-    def pg_data(self) -> Path:
-        return self.state_dir / "postgres"
-
-    @property
-    def redis_data(self) -> Path:
-        return self.state_dir / "redis"
-
-    @property
-    def redis_pid(self) -> Path:
-        return self.redis_data / "redis.pid"
-
-    @property
-    def pidfiles(self) -> tuple[tuple[Path, str], ...]:
-        """Pid files of supervised programs, with the process name each pid must have:
-        how orphans are found when a program hides the environment supervisord gave it."""
-        return ((self.redis_pid, "redis-server"), (self.pg_data / "postmaster.pid", "postgres"))
+    def database_dir(self, kind: str) -> Path:
+        """A local database's data (review mode)."""
+        return self.state_dir / kind
 
     @property
     def srv(self) -> Path:
@@ -114,5 +113,11 @@ class Layout:
     def program_env(self, program: str) -> Path:
         return self.env_dir / f"{program}.env"
 
+    def release_env(self, program: str) -> Path:
+        return self.env_dir / f"{program}.release.env"
+
     def program_log(self, program: str) -> Path:
         return self.logs / f"{program}.log"
+
+    def release_log(self, program: str) -> Path:
+        return self.logs / f"{program}.release.log"

@@ -7,6 +7,7 @@ its own dependencies, makes the whole boot as long as its critical path.
 
 from __future__ import annotations
 
+import graphlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -30,18 +31,22 @@ class Node:
 def run(nodes: list[Node]) -> dict[str, BaseException | None]:
     """Run every node; return each node's exception (None for success).
 
-    `nodes` must be in an order where every dependency comes before its dependents
-    (the catalog refuses cycles), so each future exists before anyone waits on it.
+    Nodes are submitted dependencies first, so each future exists before anyone waits
+    on it; a cycle (the catalog refuses them) raises graphlib.CycleError before any
+    node runs. A need that is not a node is ignored (it is not on this box).
     """
+    by_name = {node.name: node for node in nodes}
+    sorter = graphlib.TopologicalSorter({n.name: [d for d in n.needs if d in by_name] for n in nodes})
+    ordered = [by_name[name] for name in sorter.static_order()]
     futures: dict[str, Future[None]] = {}
 
     def execute(node: Node) -> None:
         for dep in node.needs:
-            if futures[dep].exception() is not None:
+            if dep in futures and futures[dep].exception() is not None:
                 raise DependencyFailed(dep)
         node.action()
 
     with ThreadPoolExecutor(max_workers=max(1, len(nodes)), thread_name_prefix="boot") as pool:
-        for node in nodes:
+        for node in ordered:
             futures[node.name] = pool.submit(execute, node)
     return {name: future.exception() for name, future in futures.items()}

@@ -1,6 +1,6 @@
 """services.yaml: load, validate and turn into the typed catalog the plan is made from.
 
-Validation has two layers: the JSON Schema in `agent.schema` (shapes and types) and the
+Validation has two layers: the JSON Schema in `agent.config.schema` (shapes and types) and the
 cross-checks here (references between sections). Every problem becomes one line
 `FILE:LINE: key.path: what is wrong`, all of them reported at once, so an operator fixes
 the file in one pass.
@@ -9,21 +9,20 @@ the file in one pass.
 from __future__ import annotations
 
 import datetime
+import graphlib
 import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from agent import yamlsource
+from agent.config import yamlsource
+from agent.config.schema import DATABASES, SCHEMA
+from agent.config.yamlsource import KeyPath, YamlDocument, format_path
 from agent.errors import BadInput
-from agent.schema import SCHEMA
-from agent.yamlsource import KeyPath, YamlDocument, format_path
 
 # Program names the agent itself uses in review mode; a service may not take them.
-RESERVED_NAMES = frozenset({"postgres", "redis", "agent", "supervisord"})
-DEFAULT_PG_PORT = 5432
-DEFAULT_REDIS_PORT = 6379
+RESERVED_NAMES = frozenset({*DATABASES, "agent", "supervisord"})
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,21 @@ class Repo:
 
 @dataclass(frozen=True)
 class LoadBalancer:
-    target_group: str | None = None
-    classic_elb: str | None = None
+    """Where a service's instances join for one environment: `kind` is the key used in
+    services.yaml (target_group, target_groups or classic_elb), `names` its value(s)."""
+
+    kind: str
+    names: tuple[str, ...]
+
+    def pick(self, choice: str | None) -> tuple[str, str]:
+        """(kind, name) this instance registers with. A pair is blue/green: `choice` (the
+        `unified:target-group` tag, untrusted) must name one of its two groups."""
+        if self.kind != "target_groups":
+            return self.kind, self.names[0]
+        if choice not in self.names:
+            raise BadInput(f"the target group pair is {' and '.join(self.names)}: the instance must be tagged "
+                           f"with one of them (got {_show(choice) if choice is not None else 'no tag'})")
+        return "target_group", choice
 
 
 @dataclass(frozen=True)
@@ -63,15 +75,19 @@ class Service:
 
 
 @dataclass(frozen=True)
-class Postgres:
-    version: int | None = None
-    databases: tuple[str, ...] = ()
-    port: int = DEFAULT_PG_PORT
+class Database:
+    """A local database of review mode. The catalog knows only its kind and port; the
+    rest of its section (`settings`) is read by its kind's module."""
+
+    kind: str
+    port: int
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Redis:
-    port: int = DEFAULT_REDIS_PORT
+class Environment:
+    name: str
+    config_path: str            # SSM: <config_path>/<service>/<KEY>
 
 
 @dataclass(frozen=True)
@@ -80,9 +96,8 @@ class Catalog:
     digest: str
     repos: dict[str, Repo]
     services: dict[str, Service]
-    postgres: Postgres | None = None
-    redis: Redis | None = None
-    environments: dict[str, str] = field(default_factory=dict)  # mode -> SSM config path
+    databases: dict[str, Database] = field(default_factory=dict)    # kind -> database
+    environments: dict[str, Environment] = field(default_factory=dict)
 
 
 def load(path: Path, validated_digest: str | None = None) -> Catalog:
@@ -192,6 +207,8 @@ def _message(error: Any, schema: dict[str, Any]) -> str:
         return f"expected a number from {schema.get('minimum')} to {high}, got {got}"
     if kind in ("minProperties", "maxProperties"):
         return f"expected {schema.get('x-expected') or 'at least one entry'}"
+    if kind in ("minItems", "maxItems"):
+        return f"expected {schema.get('x-expected') or 'a list of another length'}, got {len(error.instance)} entries"
     if kind == "uniqueItems":
         return "entries must not repeat"
     return str(error.message)
@@ -229,9 +246,8 @@ def cross_check(data: dict[str, Any]) -> list[Problem]:
     envs = data.get("environments") or {}
     services: dict[str, Any] = data.get("services", {})
     ports: dict[int, KeyPath] = {}
-    for db, default in (("postgres", DEFAULT_PG_PORT), ("redis", DEFAULT_REDIS_PORT)):
-        if db in dbs:
-            ports[(dbs[db] or {}).get("port", default)] = ("databases", db)
+    for db in dbs:
+        ports[_port_of(db, dbs[db])] = ("databases", db)
     for name, svc in services.items():
         where: KeyPath = ("services", name)
         if name in RESERVED_NAMES:
@@ -262,26 +278,27 @@ def cross_check(data: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+def _port_of(kind: str, section: dict[str, Any] | None) -> int:
+    """A database's port: its own, or the default its schema section states."""
+    default: int = DATABASES[kind]["properties"]["port"]["default"]
+    return int((section or {}).get("port", default))
+
+
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """A cycle in the `after` graph as a list of names, or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph.get(node, []):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
+    """A cycle in the `after` graph as a list of names (first name repeated at the end,
+    read as "starts after"), or None. Nodes are added in name order, so the cycle
+    reported for a given file is always the same one."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for node in sorted(graph):
-        if node not in state and (found := visit(node)):
-            return found
+        sorter.add(node, *graph[node])
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each node before the one that needs it; we say "needs" left to right
+        ring: list[str] = list(reversed(exc.args[1]))[:-1]
+        start = ring.index(min(ring))
+        ring = ring[start:] + ring[:start]
+        return ring + [ring[0]]
     return None
 
 
@@ -290,18 +307,19 @@ def _build(path: Path, digest: str, data: dict[str, Any]) -> Catalog:
     services = {}
     for name, s in data["services"].items():
         health = Health(s["health"]["path"], float(s["health"].get("timeout", 60))) if "health" in s else None
-        lbs = {env: LoadBalancer(lb.get("target_group"), lb.get("classic_elb")) for env, lb in s.get("load_balancer", {}).items()}
+        lbs = {env: _load_balancer(lb) for env, lb in s.get("load_balancer", {}).items()}
         services[name] = Service(
             name=name, repo=s["repo"], command=s["command"], port=s.get("port"), health=health,
             env=dict(s.get("env", {})), uses=tuple(s.get("uses", ())), release=s.get("release"),
             after=tuple(s.get("after", ())), start_seconds=s.get("start_seconds", 1),
             stop_seconds=s.get("stop_seconds", 30), load_balancer=lbs,
         )
-    dbs = data.get("databases") or {}
-    postgres = None
-    if "postgres" in dbs:
-        pg = dbs["postgres"] or {}
-        postgres = Postgres(pg.get("version"), tuple(pg.get("databases", ())), pg.get("port", DEFAULT_PG_PORT))
-    redis = Redis((dbs["redis"] or {}).get("port", DEFAULT_REDIS_PORT)) if "redis" in dbs else None
-    envs = {name: e["config_path"] for name, e in (data.get("environments") or {}).items()}
-    return Catalog(path, digest, repos, services, postgres, redis, envs)
+    dbs = {kind: Database(kind, _port_of(kind, section), dict(section or {}))
+           for kind, section in (data.get("databases") or {}).items()}
+    envs = {name: Environment(name, e["config_path"]) for name, e in (data.get("environments") or {}).items()}
+    return Catalog(path, digest, repos, services, dbs, envs)
+
+
+def _load_balancer(section: dict[str, Any]) -> LoadBalancer:
+    (kind, value), = section.items()  # the schema allows exactly one key
+    return LoadBalancer(kind, tuple(value) if isinstance(value, list) else (value,))

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from agent.deadline import Backoff, Deadline, poll
 from agent.errors import AgentError
-from agent.paths import Layout
+from agent.local.layout import Layout
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 @contextmanager
@@ -22,17 +30,10 @@ def exclusive(layout: Layout, operation: str, wait: float = 600.0) -> Iterator[N
     layout.run.mkdir(parents=True, exist_ok=True)
     fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another agent command"
-                    raise AgentError(f"{operation}: another operation is in progress ({holder}); "
-                                     f"waited {wait:.0f}s, try again when it finishes") from None
-                time.sleep(0.1)
+        if not poll(lambda: _try_lock(fd), bool, Deadline(wait), Backoff(0.1, 1.0, 0.1)):
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another agent command"
+            raise AgentError(f"{operation}: another operation is in progress ({holder}); "
+                             f"waited {wait:.0f}s, try again when it finishes")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"agent {operation}, pid {os.getpid()}\n".encode(), 0)
         yield

@@ -1,4 +1,5 @@
-"""boto3 clients, configured once: retry mode, timeouts, region.
+"""boto3 clients, configured once (retry mode, timeouts, region), and the one place an
+AWS error becomes an AgentError.
 
 The only module that imports boto3. Endpoints are boto3's own business: it reads
 `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_<SERVICE>`) itself, so nothing here knows
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 import threading
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
+
+from agent.errors import AgentError
 
 RETRY_MODE = os.environ.get("AWS_RETRY_MODE", "adaptive")
 MAX_ATTEMPTS = int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))
@@ -61,14 +64,24 @@ def _config(region: str) -> Any:
     )
 
 
-def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a botocore ClientError, else None."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
+class AwsError(AgentError):
+    """An AWS call failed after boto3's own retries: `code` is AWS's error code (None for
+    a connection error or timeout), `detail` AWS's message."""
+
+    def __init__(self, what: str, code: str | None, detail: str):
+        super().__init__(f"{what} failed: {code or 'no answer'}: {detail}" if detail else f"{what} failed: {code}")
+        self.code, self.detail = code, detail
 
 
-def is_aws_error(exc: BaseException) -> bool:
+def call(what: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """`fn(**kwargs)`, with a botocore failure turned into AwsError("{what} failed: ...").
+    `what` says what the agent was doing, in words an operator can act on."""
     from botocore.exceptions import BotoCoreError, ClientError
-    return isinstance(exc, (BotoCoreError, ClientError))
+    try:
+        return fn(**kwargs)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        message = str(error.get("Message") or "").strip().splitlines()
+        raise AwsError(what, error.get("Code"), message[0] if message else "") from None
+    except BotoCoreError as exc:
+        raise AwsError(what, None, str(exc)) from None

@@ -1,7 +1,12 @@
-"""The JSON Schema of services.yaml version 1 (design.md is the contract).
+"""The JSON Schema of services.yaml version 1 (docs/services-yaml.md is the contract).
 
 `x-expected` is our own annotation: the human wording of a `pattern`, since
-"does not match '^[a-z0-9]...'" helps nobody fix their file.
+"does not match '^[a-z0-9]...'" helps nobody fix their file. `default` is read by the
+catalog, so a default lives in one place.
+
+The kinds of local database and of load balancer are the keys of `DATABASES` and
+`LOAD_BALANCER["properties"]`: adding a kind adds its section here, its module
+(`agent/local/databases/<kind>.py` or `agent/aws/lb/<kind>.py`) and its docs.
 """
 
 from __future__ import annotations
@@ -47,19 +52,32 @@ POSTGRES = {
     "properties": {
         "version": {"type": "integer", "minimum": 9, "maximum": 99},
         "databases": {"type": "array", "items": DB_NAME, "uniqueItems": True},
-        "port": PORT,
+        "port": {**PORT, "default": 5432},
     },
 }
 
-REDIS = {"type": ["object", "null"], "additionalProperties": False, "properties": {"port": PORT}}
+REDIS = {"type": ["object", "null"], "additionalProperties": False,
+         "properties": {"port": {**PORT, "default": 6379}}}
 
+# One section per kind of local database (review mode): the kind's module is
+# agent/local/databases/<kind>.py.
+DATABASES: dict[str, dict[str, Any]] = {"postgres": POSTGRES, "redis": REDIS}
+
+# One key per kind of load balancer; the agent's class for each is in agent/aws/lb/.
+# `target_groups` is a blue/green pair: the instance joins the one its
+# `unified:target-group` tag names.
 LOAD_BALANCER = {
     "type": "object",
     "additionalProperties": False,
     "minProperties": 1,
     "maxProperties": 1,
-    "x-expected": "exactly one of target_group or classic_elb",
-    "properties": {"target_group": NON_EMPTY, "classic_elb": NON_EMPTY},
+    "x-expected": "exactly one of target_group, target_groups or classic_elb",
+    "properties": {
+        "target_group": NON_EMPTY,
+        "classic_elb": NON_EMPTY,
+        "target_groups": {"type": "array", "items": NON_EMPTY, "minItems": 2, "maxItems": 2, "uniqueItems": True,
+                          "x-expected": "a pair of target group names, like [prod-web-blue, prod-web-green]"},
+    },
 }
 
 SERVICE = {
@@ -85,7 +103,7 @@ SERVICE = {
             "additionalProperties": {"type": "string", "pattern": "^[^\\x00]*\\Z",
                                      "x-expected": "a string without NUL characters"},
         },
-        "uses": {"type": "array", "items": {"enum": ["postgres", "redis"]}, "uniqueItems": True},
+        "uses": {"type": "array", "items": {"enum": sorted(DATABASES)}, "uniqueItems": True},
         "release": COMMAND,
         "after": {"type": "array", "items": NAME, "uniqueItems": True},
         "start_seconds": {"type": "integer", "minimum": 0, "maximum": 3600},
@@ -109,7 +127,7 @@ SCHEMA: dict[str, Any] = {
         "databases": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"postgres": POSTGRES, "redis": REDIS},
+            "properties": DATABASES,
         },
         "services": {"type": "object", "minProperties": 1, "propertyNames": NAME, "additionalProperties": SERVICE},
         "environments": {

@@ -1,4 +1,4 @@
-"""Render units/ templates into files-as-data (`FileSpec`); `agent.fs` writes them.
+"""Render units/ templates into files-as-data (`FileSpec`); `agent.local.fs` writes them.
 
 Templates use StrictUndefined so a missing value is an error at render time, not an
 empty string in a config file. Nothing here touches the disk except reading templates.
@@ -14,9 +14,13 @@ from pathlib import Path
 
 import jinja2
 
-from agent.fs import FileSpec
-from agent.paths import Layout
-from agent.plan import Plan, Program
+from typing import TYPE_CHECKING
+
+from agent.local.fs import FileSpec
+from agent.local.layout import Layout
+
+if TYPE_CHECKING:
+    from agent.plan import Plan, Program
 
 # How supervisord starts a service: sh sources the 0600 environment file, then runs the
 # Procfile-style command. The command text travels inside the file, so supervisord's
@@ -28,8 +32,8 @@ LAUNCH = '. "$0" && exec /bin/bash -c "$UNIFIED_COMMAND"'
 
 def units_dir() -> Path:
     """Templates ship in the package as `agent.units`; in a source tree they sit in units/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "units", here.parent / "units"):
+    package = Path(__file__).resolve().parents[1]  # agent/
+    for candidate in (package / "units", package.parent / "units"):
         if (candidate / "supervisord.conf.j2").is_file():
             return candidate
     raise FileNotFoundError("units/ templates not found beside the agent package")
@@ -59,8 +63,9 @@ def supervisor_value(value: object) -> str:
     return text.replace("%", "%%")
 
 
-def _render(template: str, **context: object) -> str:
-    return _env().get_template(template).render(**context)
+def template(name: str, /, **context: object) -> str:
+    """Render the template `name` from units/."""
+    return _env().get_template(name).render(**context)
 
 
 def launch_argv(spec_path: Path) -> tuple[str, ...]:
@@ -68,7 +73,7 @@ def launch_argv(spec_path: Path) -> tuple[str, ...]:
 
 
 def supervisord_conf(layout: Layout, run_as_root: bool) -> FileSpec:
-    content = _render(
+    content = template(
         "supervisord.conf.j2", socket=layout.socket, logs=layout.logs, pidfile=layout.supervisord_pid,
         include_dir=layout.include_dir, run_as_root=run_as_root,
     )
@@ -91,35 +96,24 @@ def program_files(layout: Layout, program: Program, digest_key: bytes = b"") -> 
         env_digest = hmac.new(digest_key, env_file.content.encode(), hashlib.sha256).hexdigest()[:16]
         files.append(env_file)
         if program.release:
-            release_spec = release_spec_path(layout, program.name)
-            files.append(environment_file(release_spec, program, program.release))
+            files.append(environment_file(layout.release_env(program.name), program, program.release))
         argv = launch_argv(spec)
     else:
         argv = program.argv
     command = " ".join(shlex.quote(arg) for arg in argv)
-    conf = _render("program.conf.j2", program=program, command=command, log=layout.program_log(program.name),
+    conf = template("program.conf.j2", program=program, command=command, log=layout.program_log(program.name),
                    env_digest=env_digest)
     files.append(FileSpec(layout.program_conf(program.name), conf, 0o644))
     return files
 
 
-def release_spec_path(layout: Layout, name: str) -> Path:
-    return layout.env_dir / f"{name}.release.env"
-
-
 def environment_file(path: Path, program: Program, command: str) -> FileSpec:
-    content = _render("program.env.j2", name=program.name, environment=program.environment, command=command)
+    content = template("program.env.j2", name=program.name, environment=program.environment, command=command)
     return FileSpec(path, content, 0o600, owner=program.user)
 
 
-def redis_conf(layout: Layout, port: int, password: str, owner: str | None) -> FileSpec:
-    content = _render("redis.conf.j2", port=port, data_dir=layout.redis_data, password=password,
-                      pidfile=layout.redis_pid)
-    return FileSpec(layout.etc / "redis.conf", content, 0o600, owner=owner)
-
-
 def plan_files(layout: Layout, plan: Plan, digest_key: bytes = b"") -> list[FileSpec]:
-    """Every program file of the plan (supervisord.conf and redis.conf are separate)."""
+    """Every program file of the plan (supervisord.conf and the databases' own files are separate)."""
     files: list[FileSpec] = []
     for program in plan.programs:
         files.extend(program_files(layout, program, digest_key))

@@ -12,10 +12,8 @@ import logging
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
-from agent import aws
-from agent.errors import AgentError
+from agent.aws import clients
 
 log = logging.getLogger("agent.lifecycle")
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
@@ -31,30 +29,26 @@ class Hook:
     region: str
     heartbeat_timeout: float = 3600.0
 
-    def _client(self) -> Any:
-        return aws.client("autoscaling", self.region)
-
     def complete(self, result: str) -> bool:
         """CONTINUE or ABANDON; False when there was no pending action to complete."""
+        client = clients.client("autoscaling", self.region)
         try:
-            self._client().complete_lifecycle_action(
-                AutoScalingGroupName=self.group, LifecycleHookName=self.name,
-                InstanceId=self.instance_id, LifecycleActionResult=result)
-            return True
-        except Exception as exc:
-            if not aws.is_aws_error(exc):
-                raise
-            if aws.error_code(exc) == "ValidationError" and "No active Lifecycle Action" in str(exc):
+            clients.call(f"completing lifecycle hook {self.name} with {result}", client.complete_lifecycle_action,
+                         AutoScalingGroupName=self.group, LifecycleHookName=self.name,
+                         InstanceId=self.instance_id, LifecycleActionResult=result)
+        except clients.AwsError as exc:
+            if exc.code == "ValidationError" and "No active Lifecycle Action" in exc.detail:
                 log.info("lifecycle hook %s has no pending action for %s", self.name, self.instance_id)
                 return False
-            raise AgentError(f"completing lifecycle hook {self.name} with {result} failed: "
-                             f"{aws.error_code(exc) or exc}") from None
+            raise
+        return True
 
     def heartbeat(self) -> None:
-        self._client().record_lifecycle_action_heartbeat(
-            AutoScalingGroupName=self.group, LifecycleHookName=self.name, InstanceId=self.instance_id)
+        client = clients.client("autoscaling", self.region)
+        clients.call(f"recording a heartbeat for lifecycle hook {self.name}", client.record_lifecycle_action_heartbeat,
+                     AutoScalingGroupName=self.group, LifecycleHookName=self.name, InstanceId=self.instance_id)
 
-    def heartbeats(self, every: float | None = None) -> "Heartbeats":
+    def heartbeats(self, every: float | None = None) -> Heartbeats:
         """A context manager sending heartbeats every `every` seconds (default: a third
         of the hook's heartbeat timeout) until it exits."""
         return Heartbeats(self, every if every is not None else max(1.0, self.heartbeat_timeout / 3))
@@ -72,10 +66,10 @@ class Heartbeats:
             try:
                 self.hook.heartbeat()
                 self.sent += 1
-            except Exception as exc:  # a missed heartbeat must not kill the boot
-                log.warning("lifecycle heartbeat for %s failed: %s", self.hook.name, aws.error_code(exc) or exc)
+            except clients.AwsError as exc:  # a missed heartbeat must not kill the boot
+                log.warning("%s", exc)
 
-    def __enter__(self) -> "Heartbeats":
+    def __enter__(self) -> Heartbeats:
         self.thread.start()
         return self
 
@@ -86,12 +80,9 @@ class Heartbeats:
 
 def find_hook(group: str, instance_id: str, region: str, transition: str) -> Hook | None:
     """The group's hook for `transition` (launching or terminating), if it has one."""
-    try:
-        found = aws.client("autoscaling", region).describe_lifecycle_hooks(AutoScalingGroupName=group)
-    except Exception as exc:
-        if not aws.is_aws_error(exc):
-            raise
-        raise AgentError(f"reading lifecycle hooks of {group} failed: {aws.error_code(exc) or exc}") from None
+    client = clients.client("autoscaling", region)
+    found = clients.call(f"reading the lifecycle hooks of {group}", client.describe_lifecycle_hooks,
+                         AutoScalingGroupName=group)
     for hook in found.get("LifecycleHooks", []):
         if hook.get("LifecycleTransition") == transition:
             return Hook(group, hook["LifecycleHookName"], instance_id, region,

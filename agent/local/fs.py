@@ -1,8 +1,11 @@
-"""The one place files are written: atomically, with their mode and owner, only if changed.
+"""Writing the agent's files: atomically, with their mode and owner, only if changed.
 
-Atomic (temp file + fsync + rename) so a crash never leaves a half-written config that
-supervisord or sh would read; "only if changed" is what makes a second `agent boot` a
-no-op; mode and owner are set before the rename so a secret is never briefly readable.
+Every configuration, environment, state and secret file the agent writes goes through
+`write` (logs, the lock file and git checkouts are streams, not documents, and are
+written by their owners). Atomic (temp file + fsync + rename) so a crash never leaves
+a half-written config that supervisord or sh would read; "only if changed" is what
+makes a second `agent boot` a no-op; mode and owner are set before the rename so a
+secret is never briefly readable.
 """
 
 from __future__ import annotations

@@ -14,16 +14,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import xmlrpc.client
-from pathlib import Path
 from typing import Any
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
-from agent import fs
+from agent.deadline import Backoff, Deadline, poll
 from agent.errors import AgentError
-from agent.paths import Layout
+from agent.local import fs
+from agent.local.layout import Layout
 
 log = logging.getLogger("agent.supervisor")
 # What talking to a dead or dying supervisord raises.
@@ -33,6 +32,7 @@ RPC_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
 # PYTHONPATH leak into services, and a boot from systemd equals a boot from SSH.
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 START_TIMEOUT = 15.0
+QUICK = Backoff(first=0.05, factor=1.0, cap=0.05)   # waits on our own processes: they end soon
 
 
 class Supervisor:
@@ -83,11 +83,8 @@ class Supervisor:
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise AgentError(f"supervisord did not start ({conf}): {detail[0]}")
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.running():
-                return True
-            time.sleep(0.05)
+        if poll(self.running, bool, Deadline(START_TIMEOUT), QUICK):
+            return True
         raise AgentError(f"supervisord started but its socket {self.layout.socket} did not answer "
                          f"within {START_TIMEOUT:.0f}s; see {self.layout.logs}/supervisord.log")
 
@@ -124,28 +121,27 @@ class Supervisor:
             self.proxy.supervisor.shutdown()
         except RPC_ERRORS:
             pass
-        deadline = time.monotonic() + timeout
-        while pid and _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid and _alive(pid):
+        if pid and poll(lambda: _alive(pid), lambda alive: not alive, Deadline(timeout), QUICK):
             raise AgentError(f"supervisord (pid {pid}) did not exit within {timeout:.0f}s")
 
     def orphans(self) -> list[int]:
         """Processes started by a previous supervisord of this root: supervisord puts
         its socket URL in every child's environment, and children inherit it; programs
-        that overwrite their environment (redis-server) are found by their pid file."""
+        that overwrite their environment (database servers) write a pid file in their
+        runtime directory (`Layout.pidfile`)."""
         own = self.pid()
         if own is not None and _alive(own) and _name(own).startswith(("supervisord", "python")):
             return []  # supervisord is alive (restarting, say): its children are not orphans
         marker = f"SUPERVISOR_SERVER_URL=unix://{self.layout.socket}".encode()
         found = []
-        for pidfile, name in self.layout.pidfiles:
+        for pidfile in self.layout.run.glob("*/*.pid"):
             try:
                 pid = int(pidfile.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 continue
-            # a stale pid file after a reboot may name any process now: check what it is
-            if _alive(pid) and _name(pid).startswith(name):
+            # a stale pid file after a reboot may name any process now: it must be one
+            # working in its data directory, under this root's state directory
+            if _alive(pid) and _cwd(pid).startswith(f"{self.layout.state_dir}/"):
                 found.append(pid)
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *found):
@@ -163,9 +159,7 @@ class Supervisor:
         pids = self.orphans()
         for pid in pids:
             _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll(lambda: any(_alive(p) for p in pids), lambda alive: not alive, Deadline(grace), QUICK)
         for pid in pids:
             if _alive(pid):
                 _signal(pid, signal.SIGKILL)
@@ -194,6 +188,13 @@ def _name(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as handle:
             return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") + "/"
     except OSError:
         return ""
 

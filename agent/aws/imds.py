@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from agent.deadline import Backoff, Deadline, poll
 from agent.errors import AgentError
 
 log = logging.getLogger("agent.imds")
@@ -26,6 +27,7 @@ TOKEN_TTL = 21600          # seconds; IMDS allows 1..21600
 TOKEN_REFRESH_MARGIN = 60  # fetch a new token this long before the old one expires
 # IMDS tag keys may only use these characters (AWS docs); anything else never appears.
 TAG_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+=,.@:")
+RETRY_BACKOFF = Backoff(first=0.1, factor=2.0, cap=5.0)
 
 
 @dataclass(frozen=True)
@@ -54,32 +56,35 @@ class Imds:
         self._token_expires = 0.0
 
     # -- the retry policy ------------------------------------------------------------
-    def _request(self, method: str, path: str, headers: dict[str, str]) -> requests.Response | None:
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> requests.Response:
+        """One request under the retry policy of the module docstring: an answer that
+        is not a 5xx or 429, or ImdsError once the deadline has passed."""
         url = f"{self.base}/{path.lstrip('/')}"
-        started = time.monotonic()
-        pause = 0.1
-        while True:
+        deadline = Deadline(self.deadline)
+
+        def attempt() -> tuple[requests.Response | None, str]:
             try:
                 response = self.session.request(method, url, headers=headers, timeout=self.timeout)
                 if response.status_code < 500 and response.status_code != 429:  # 429: IMDS throttling
-                    return response
+                    return response, ""
                 reason = f"HTTP {response.status_code}"
             except requests.RequestException as exc:
-                reason = f"{exc.__class__.__name__}"
-            elapsed = time.monotonic() - started
-            log.warning("IMDS %s %s failed after %.1fs/%.0fs: %s", method, url, elapsed, self.deadline, reason)
-            if elapsed >= self.deadline:
-                raise ImdsError(f"instance metadata service at {self.base} did not answer {method} {path} "
-                                f"within {self.deadline:.0f}s (last: {reason}); is this an EC2 instance "
-                                "with the metadata endpoint enabled?")
-            time.sleep(min(pause, self.deadline - elapsed))  # the last try lands on the deadline
-            pause = min(pause * 2, 5.0)
+                reason = exc.__class__.__name__
+            log.warning("IMDS %s %s failed after %.1fs/%.0fs: %s", method, url, deadline.elapsed(),
+                        self.deadline, reason)
+            return None, reason
+
+        response, reason = poll(attempt, lambda answer: answer[0] is not None, deadline, RETRY_BACKOFF)
+        if response is None:
+            raise ImdsError(f"instance metadata service at {self.base} did not answer {method} {path} "
+                            f"within {self.deadline:.0f}s (last: {reason}); is this an EC2 instance "
+                            "with the metadata endpoint enabled?")
+        return response
 
     def token(self) -> str:
         if self._token is None or time.monotonic() > self._token_expires - TOKEN_REFRESH_MARGIN:
             response = self._request("PUT", "latest/api/token",
                                      {"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL)})
-            assert response is not None
             if response.status_code != 200:
                 raise ImdsError(f"IMDS refused a session token: HTTP {response.status_code} "
                                 f"({self.base}/latest/api/token)")
@@ -91,7 +96,6 @@ class Imds:
         """The text at `latest/{path}`, or None when IMDS says 404 (not there)."""
         for attempt in (1, 2):
             response = self._request("GET", f"latest/{path}", {"X-aws-ec2-metadata-token": self.token()})
-            assert response is not None
             if response.status_code == 200:
                 return response.content.decode("utf-8", "replace")  # text/plain, no charset: UTF-8
             if response.status_code == 404:

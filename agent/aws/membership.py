@@ -1,0 +1,130 @@
+"""Taking part in an Auto Scaling group and its load balancers, as things with a lifetime.
+
+`Membership` wraps a boot: the launch hook is looked up as soon as the instance knows
+its group, kept alive with heartbeats while the box starts, and completed with
+CONTINUE once every load balancer sees the instance healthy. Any failure inside it (a
+bad tag, a service that never gets ready, SIGTERM) deregisters what it registered and
+completes the hook with ABANDON, so the group replaces the instance.
+
+`Drained` wraps a restart or a stop: out of every load balancer (and drained) while
+the body runs, back in and healthy after.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Callable
+
+from agent.aws import lifecycle
+from agent.aws.lb import kinds
+from agent.aws.lb.kinds import LoadBalancer
+from agent.errors import AgentError
+
+log = logging.getLogger("agent.membership")
+Say = Callable[[str], None]
+
+
+class Membership:
+    """The launch hook of `instance_id` in `group` (None: not in a group, or its hook
+    was already completed by an earlier boot) and the load balancers joined."""
+
+    def __init__(self, group: str | None, instance_id: str, region: str, say: Say,
+                 heartbeat_interval: float | None = None):
+        self.instance_id, self.say, self.heartbeat_interval = instance_id, say, heartbeat_interval
+        self.joined: list[LoadBalancer] = []
+        self._stack = ExitStack()
+        self._hook: lifecycle.Hook | None = None
+        self._lookup: Future[lifecycle.Hook | None] | None = None
+        if group is not None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="hook-lookup")
+            self._lookup = pool.submit(lifecycle.find_hook, group, instance_id, region, lifecycle.LAUNCHING)
+            pool.shutdown(wait=False)
+
+    def __enter__(self) -> Membership:
+        return self
+
+    def leave_group(self) -> None:
+        """Take no part in the group's lifecycle (a review box): its hook is left alone."""
+        self._lookup = None
+
+    def hold(self) -> lifecycle.Hook | None:
+        """Wait for the hook lookup, then keep the hook alive until the membership ends."""
+        if self._lookup is not None and self._hook is None:
+            self._hook = self._lookup.result()
+            if self._hook is not None:
+                self._stack.enter_context(self._hook.heartbeats(self.heartbeat_interval))
+        return self._hook
+
+    def join(self, balancers: list[LoadBalancer], service: str, known: frozenset[str] = frozenset()) -> None:
+        """Register with each load balancer and wait until it sees the instance healthy.
+        Where an earlier boot registered (`known`: descriptions), the instance is
+        registered again only if the load balancer no longer has it."""
+        for lb in balancers:
+            if lb.description not in known or lb.state() in ("unused", "draining"):
+                lb.register()
+            self.joined.append(lb)
+            seconds = kinds.wait_healthy(lb)
+            self.say(f"{service}: healthy in {lb.description} ({seconds:.1f}s)")
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stack.close()  # heartbeats stop before the hook is completed
+        if exc is None:
+            hook = self.hold()
+            if hook is not None:
+                hook.complete("CONTINUE")
+                self.say(f"lifecycle hook {hook.name}: CONTINUE")
+            return
+        for lb in self.joined:
+            _quietly(lb.deregister, f"deregistering from {lb.description}")
+        hook = self._hook
+        if hook is None and self._lookup is not None:
+            hook = _quietly(self._lookup.result, "reading the launch hook")
+        if hook is not None:
+            _quietly(lambda: hook.complete("ABANDON"), f"completing {hook.name} with ABANDON")
+            if isinstance(exc, AgentError):
+                exc.lines = [*exc.lines, f"lifecycle hook {hook.name}: ABANDON (the group will replace "
+                                         f"{self.instance_id})"]
+
+
+class Drained:
+    """Out of every load balancer while the body runs; back in (and healthy) after.
+
+    Deregisters, waits for the load balancer's own drain time (bounded by
+    `drain_limit`) so requests in flight finish, then yields; on the way out registers
+    again and waits for health, so `agent restart` never drops a request.
+    """
+
+    def __init__(self, balancers: list[LoadBalancer], drain_limit: float | None, say: Say,
+                 register_after: bool = True):
+        self.balancers, self.limit, self.say, self.register_after = balancers, drain_limit, say, register_after
+
+    def __enter__(self) -> Drained:
+        for lb in self.balancers:
+            lb.deregister()
+            limit = lb.drain_seconds()
+            if self.limit is not None:
+                limit = min(limit, self.limit)
+            drained = kinds.wait_drained(lb, limit)
+            cut = "" if drained.complete else " (cut short: requests still in flight may fail)"
+            self.say(f"deregistered from {lb.description}; drained in {drained.seconds:.1f}s "
+                     f"(limit {limit:.0f}s){cut}")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not self.register_after or kind is not None:
+            return  # a failed restart stays out of the load balancer: better than errors
+        for lb in self.balancers:
+            lb.register()
+            kinds.wait_healthy(lb)
+            self.say(f"registered again with {lb.description}; healthy")
+
+
+def _quietly(action: Callable[[], Any], what: str) -> Any:
+    try:
+        return action()
+    except Exception as exc:  # already failing: report, but keep the first error
+        log.error("%s failed too: %s", what, exc)
+        return None

@@ -1,0 +1,85 @@
+"""Deadlines and the one polling loop every wait in the agent goes through.
+
+Waiting is where an agent hangs a boot or misses a spot notice, so every wait has the
+same shape: a `Deadline` fixed when the wait starts (a total, not a per-try timeout),
+a `Backoff` between tries, and `poll`, which stops at the first answer that is done,
+or at the deadline with the last answer. The caller decides what "not done in time"
+means; nothing here raises.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """A point in time.monotonic(), `seconds` from when it is made."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.started = time.monotonic()
+        self.at = self.started + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep `seconds`, but never past the deadline."""
+        time.sleep(max(0.0, min(seconds, self.remaining())))
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Pauses between tries: `first`, then each `factor` times longer, at most `cap`.
+    Quick at first (most waits end soon), gentle on what takes long."""
+
+    first: float = 0.05
+    factor: float = 1.5
+    cap: float = 0.5
+
+    def pauses(self) -> "_Pauses":
+        return _Pauses(self)
+
+
+class _Pauses:
+    def __init__(self, backoff: Backoff):
+        self.backoff, self.current = backoff, backoff.first
+
+    def next(self) -> float:
+        pause = self.current
+        self.current = min(self.current * self.backoff.factor, self.backoff.cap)
+        return pause
+
+
+EVERY_SECOND = Backoff(1.0, 1.0, 1.0)
+
+
+def poll(attempt: Callable[[], T], done: Callable[[T], bool], deadline: Deadline,
+         backoff: Backoff = Backoff(), hint: Callable[[T], float | None] = lambda _: None) -> T:
+    """Call `attempt` until `done(answer)` or the deadline; return the last answer.
+
+    `attempt` is always called at least once, and once more at the deadline if the
+    pause before it would have crossed it, so a slow start is not cut short by the
+    rounding of a pause. `hint(answer)` may say when the answer is known to change
+    (a start timer), to wake exactly then instead of after the next pause.
+    """
+    pauses = backoff.pauses()
+    while True:
+        answer = attempt()
+        if done(answer) or deadline.expired():
+            return answer
+        pause = pauses.next()
+        known = hint(answer)
+        if known is not None:
+            pause = min(pause, max(0.0, known))
+        deadline.sleep(pause)

@@ -1,0 +1,140 @@
+"""PostgreSQL for a review box: the server as a supervisord program, initdb on first
+boot, the application role and its databases once it answers.
+
+It runs as the `postgres` user when the agent is root (initdb refuses root). Peer
+authentication on its private socket lets the agent administer it without a superuser
+password, while services log in over TCP 127.0.0.1 with a generated password
+(scram-sha-256). Settings read from services.yaml: `version` (the major version the
+image must have), `databases` (created, owned by the role `app`), `port`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from agent.errors import AgentError, BadInput
+from agent.local import fs
+from agent.local.layout import Layout
+from agent.local.readiness import Readiness
+from agent.local.users import run_as
+
+if TYPE_CHECKING:
+    from agent.config.catalog import Database, Service
+    from agent.facts import Facts
+    from agent.plan import Program
+
+OS_USER = "postgres"
+URL_VARIABLE = "DATABASE_URL"
+ROLE = "app"
+DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin/postgres"
+
+
+def find_tools(db: Database) -> Mapping[str, str]:
+    """The server's bin directory: Debian's versioned one for the pinned major version,
+    else the newest installed. A pinned version that is not installed is refused, not
+    replaced by another: data directories are not portable across major versions."""
+    installed = {Path(p).parts[-3]: str(Path(p).parent) for p in glob.glob(DEBIAN_BINARIES)}
+    version = db.settings.get("version")
+    if version is not None:
+        if str(version) in installed:
+            return {"bin": installed[str(version)]}
+        have = ", ".join(sorted(installed, key=_major)) or "none"
+        raise BadInput(f"databases.postgres.version: PostgreSQL {version} is not installed on this machine "
+                       f"(installed: {have}); install postgresql-{version} or change the version")
+    if not installed:
+        raise BadInput(f"databases.postgres: PostgreSQL is not installed ({DEBIAN_BINARIES} not found); "
+                       "install the postgresql package")
+    return {"bin": installed[max(installed, key=_major)]}
+
+
+def _major(name: str) -> int:
+    return int(name) if name.isdigit() else 0
+
+
+def _bin(facts: Facts) -> str:
+    return facts.tools["postgres"]["bin"]
+
+
+def socket_dir(layout: Layout) -> Path:
+    return layout.runtime_dir("postgres")
+
+
+def program(db: Database, layout: Layout, facts: Facts) -> Program:
+    from agent.plan import Program
+    data, sock = layout.database_dir("postgres"), socket_dir(layout)
+    return Program(
+        name="postgres", kind="database", database="postgres", directory=str(data),
+        user=facts.users.get("postgres"), needs=(), port=db.port,
+        readiness=Readiness("exec", db.port, timeout=60.0,
+                            argv=(f"{_bin(facts)}/pg_isready", "-q", "-h", str(sock), "-p", str(db.port), "-t", "1")),
+        argv=(f"{_bin(facts)}/postgres", "-D", str(data), "-p", str(db.port), "-k", str(sock),
+              "-c", "listen_addresses=127.0.0.1", "-c", f"external_pid_file={layout.pidfile('postgres')}"),
+        stop_signal="INT", stop_seconds=60,  # SIGINT is PostgreSQL's "fast" shutdown
+    )
+
+
+def files(db: Database, layout: Layout, facts: Facts) -> list[fs.FileSpec]:
+    return []  # initdb writes the cluster's own configuration
+
+
+def databases(db: Database) -> tuple[str, ...]:
+    return tuple(db.settings.get("databases") or ("app",))
+
+
+def url(db: Database, service: Service, facts: Facts) -> str:
+    """The database named like the service's repo if declared, else the first one."""
+    names = databases(db)
+    name = service.repo if service.repo in names else names[0]
+    return f"postgresql://{ROLE}:{facts.secret('postgres')}@127.0.0.1:{db.port}/{name}"
+
+
+def initialised(layout: Layout) -> bool:
+    return (layout.database_dir("postgres") / "PG_VERSION").exists()
+
+
+def init(db: Database, layout: Layout, facts: Facts) -> bool:
+    """The socket directory, and the cluster on first boot."""
+    user = facts.users.get("postgres")
+    fs.ensure_dir(layout.runtime_dir("postgres"), 0o755, user)
+    if initialised(layout):
+        return False
+    data = layout.database_dir("postgres")
+    fs.ensure_dir(data, 0o700, user)
+    result = subprocess.run(
+        [f"{_bin(facts)}/initdb", "-D", str(data), "--auth-local=peer",
+         "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
+        cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
+    )
+    if result.returncode != 0:
+        raise AgentError(f"initdb failed for {data}: {result.stderr.strip()[-500:]}")
+    return True
+
+
+def after_ready(db: Database, layout: Layout, facts: Facts) -> None:
+    """Create the `app` role (with its password) and every declared database, unless they
+    exist: a second boot changes nothing (an ALTER at every boot would store a new salt).
+
+    SQL goes over stdin, never argv, so the password is not visible in `ps`.
+    """
+    password, user, names = facts.secret("postgres"), facts.users.get("postgres"), databases(db)
+    db_lines = "\n".join(
+        f"SELECT 'CREATE DATABASE {name} OWNER {ROLE}' WHERE NOT EXISTS "
+        f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec" for name in names)
+    sql = f"""
+SELECT format('CREATE ROLE {ROLE} LOGIN PASSWORD %L', '{password}') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}')\\gexec
+{db_lines}
+"""
+    superuser = user or pwd.getpwuid(os.geteuid()).pw_name
+    result = subprocess.run(
+        [f"{_bin(facts)}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir(layout)),
+         "-p", str(db.port), "-U", superuser, "-d", "postgres"],
+        input=sql, cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
+    )
+    if result.returncode != 0:
+        detail = result.stderr.strip()[-500:].replace(password, "***")  # psql echoes the statement
+        raise AgentError(f"creating databases {', '.join(names)} failed: {detail}")
