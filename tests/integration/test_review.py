@@ -40,7 +40,8 @@ def box(shop_repo: Path) -> Iterator[tuple[Agent, dict[str, int]]]:
     root = make_root()
     services = root.parent / f"{root.name}.services.yaml"
     echo = echo_service("echo", ports["echo"], env=f"    env:\n      WEIRD: {json.dumps(WEIRD, ensure_ascii=False)}\n")
-    services.write_text(stack_yaml(shop_repo, ports, extra_services=echo))
+    cli_worker = "  cli-worker:\n    repo: shop\n    command: exec bash testapps/cli_worker.sh\n    uses: [redis]\n"
+    services.write_text(stack_yaml(shop_repo, ports, extra_services=echo + cli_worker))
     agent = Agent(root, services)
     agent("bake", check=True)
     agent("boot", "--mode", "review", check=True)
@@ -56,7 +57,7 @@ def test_boot_reports_every_program_running_and_ready(box: tuple[Agent, dict[str
     assert code == 0, report
     assert report["role"] == {"mode": "review", "service": None, "target_group": None}
     programs = {p["name"]: p for p in report["programs"]}
-    assert set(programs) == {"postgres", "redis", "shop-api", "shop-worker", "shop-front", "echo"}
+    assert set(programs) == {"postgres", "redis", "shop-api", "shop-worker", "shop-front", "echo", "cli-worker"}
     for p in programs.values():
         assert p["state"] in ("RUNNING", "STARTING") and p["ready"] and p["pid"] > 0, p
     step_names = [s["name"] for s in report["steps"]]
@@ -83,6 +84,22 @@ def test_request_in_job_done_row_changed(box: tuple[Agent, dict[str, int]]) -> N
     rows = conn.run("SELECT status, done_at IS NOT NULL FROM orders WHERE id = :id", id=order["id"])
     conn.close()
     assert rows == [["done", True]]
+
+
+def test_redis_url_works_for_redis_cli_and_the_python_client(box: tuple[Agent, dict[str, int]]) -> None:
+    """The worker of the stack (redis-py) and a shell worker (redis-cli -u "$REDIS_URL")
+    both take jobs with the URL the agent gives them."""
+    import redis
+    agent, ports = box
+    password = (agent.root / "var/lib/unified/secrets/redis").read_text().strip()
+    client = redis.Redis(host="127.0.0.1", port=ports["redis"], password=password)
+    client.lpush("cli-jobs", "job-1")
+    deadline = time.monotonic() + 15
+    while client.llen("cli-done") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = (agent.root / "var/log/unified/cli-worker.log").read_text()
+    assert client.lrange("cli-done", 0, -1) == [b"job-1"], f"redis-cli worker did nothing; its log:\n{log}"
+    client.close()
 
 
 def test_environment_reaches_the_process_byte_for_byte(box: tuple[Agent, dict[str, int]]) -> None:

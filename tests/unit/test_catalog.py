@@ -264,37 +264,13 @@ services:
     command: ./run
 """
 
-# The example in design.md, section "services.yaml (version 1)", verbatim.
-DESIGN_EXAMPLE = """\
-version: 1
-repos:
-  api:
-    url: https://github.com/example/api.git   # any git URL; file:// and local paths too
-    ref: main                                 # branch, tag or commit baked into the image
-    build: pip install -r requirements.txt    # optional, run in the checkout at bake time
-databases:                                    # run locally in review mode only
-  postgres: {version: 15, databases: [api]}
-  redis: {}
-services:
-  api-web:
-    repo: api
-    command: python -m api.server --port $PORT
-    port: 8000                                # exported as PORT; omit for workers
-    health: {path: /health, timeout: 60}      # HTTP readiness; workers are ready once running
-    env: {LOG_LEVEL: info}                    # plain config; secrets come from SSM
-    uses: [postgres, redis]                   # review mode injects DATABASE_URL / REDIS_URL
-    release: python -m api.migrate            # optional, before start (review mode)
-    load_balancer:
-      staging: {target_group: stg-api-web}
-      production: {target_group: prod-api-web}   # or {classic_elb: name}
-  api-worker:
-    repo: api
-    command: python -m api.worker
-    uses: [postgres, redis]
-environments:
-  staging: {config_path: /unified/staging}       # SSM: <config_path>/<service>/<KEY>
-  production: {config_path: /unified/production}
-"""
+def docs_example(name: str = "services-yaml.md") -> str:
+    """The first yaml block of a page in docs/: the example the contract shows."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / name).read_text()
+    return text.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+DESIGN_EXAMPLE = docs_example()
 
 
 def assert_valid(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
