@@ -120,10 +120,9 @@ def _layout(args: argparse.Namespace) -> Layout:
     if any(c.isspace() for c in root):
         raise BadInput(f"--root {root!r}: white space in the root breaks supervisord's include list; "
                        "choose a root without spaces")
-    longest = layout.runtime_dir("postgres") / ".s.PGSQL.65535"  # the longest socket path under the root
-    if len(str(longest).encode()) > 100:
-        raise BadInput(f"--root {root!r} is too long: socket paths like {longest} must fit a unix socket "
-                       "address (100 bytes); choose a shorter root")
+    if len(str(layout.run).encode()) > layout.RUN_PATH_LIMIT:
+        raise BadInput(f"--root {root!r} is too long: the sockets under {layout.run} must fit a unix socket "
+                       f"address; choose a root whose run directory is at most {layout.RUN_PATH_LIMIT} bytes")
     return layout
 
 

@@ -18,6 +18,10 @@ class Layout:
 
     root: Path
 
+    # A unix socket address holds about 100 bytes; the longest socket under run/ is
+    # PostgreSQL's pg/.s.PGSQL.NNNNN (18 bytes after the slash).
+    RUN_PATH_LIMIT = 82
+
     @property
     def etc(self) -> Path:
         return self.root / "etc/unified"
@@ -60,11 +64,11 @@ class Layout:
         """A program's sockets and pid file, owned by the user it runs as."""
         return self.run / program
 
-    def pidfile(self, program: str) -> Path:
+    def pidfile(self, program: str, runtime: str | None = None) -> Path:
         """Where a program that hides the environment supervisord gave it (a database
         server renaming its process) writes its pid, so a dead supervisord's orphans are
-        still found."""
-        return self.runtime_dir(program) / f"{program}.pid"
+        still found: in its runtime directory (`runtime`, default named like it)."""
+        return self.runtime_dir(runtime or program) / f"{program}.pid"
 
     @property
     def logs(self) -> Path:

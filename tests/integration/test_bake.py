@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -96,11 +95,16 @@ def test_unknown_ref_and_password_urls_are_refused(tmp_path: Path, new_root: Age
 
 
 def test_repos_bake_in_parallel(tmp_path: Path, new_root: Agent) -> None:
+    """Each build checks in at a rendezvous and waits (up to 30 s) for the other two:
+    baked one after another, the first build would give up and fail the bake."""
+    meet = tmp_path / "rendezvous"
+    meet.mkdir()
     repos = {}
     for name in ("a", "b", "c"):
         repo(tmp_path / name, {"f": name})
-        repos[name] = (tmp_path / name, "main", "sleep 1.5")
+        build = (f"touch {meet}/{name}; for i in $(seq 300); do "
+                 f"[ $(ls {meet} | wc -l) -ge 3 ] && exit 0; sleep 0.1; done; exit 1")
+        repos[name] = (tmp_path / name, "main", build)
     services(new_root, repos)
-    t0 = time.monotonic()
     new_root("bake", "--jobs", "3", check=True)
-    assert time.monotonic() - t0 < 4.0  # three 1.5 s builds one after another would take 4.5 s
+    assert sorted(p.name for p in meet.iterdir()) == ["a", "b", "c"]

@@ -69,8 +69,17 @@ def test_two_restarts_at_once_never_both_run(review_box: tuple[Agent, dict[str, 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "agent", "restart", "echo", "--root", str(agent.root), "--wait", "0.5"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    time.sleep(0.3)  # the first holds the lock: echo takes 1.5 s to come back
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    # Once the first holds the lock (it names itself in the lock file), it is paused, so
+    # the second certainly meets it, however slowly either starts on a loaded machine.
+    lock = agent.root / "run/unified/agent.lock"
+    deadline = time.monotonic() + 30
+    while f"pid {first.pid}" not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert second.returncode == 1

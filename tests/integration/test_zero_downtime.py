@@ -71,12 +71,15 @@ def test_restart_spot_and_scale_in_drop_no_request(moto_server: MotoServer, imds
         old_a = service_pid(ports[0])
         restart = a("restart", check=True)
         assert service_pid(ports[0]) != old_a
-        assert mirror.states_of("a")[-3:] == ["drain", "maint", "ready"], mirror.states_of("a")
+        # drained before it stopped, ready again after (a poll may miss the short maint between)
+        tail = mirror.states_of("a")[-3:]
+        assert tail[-1] == "ready" and "drain" in tail[:-1], mirror.states_of("a")
         assert "deregistered from target group prod-echo" in restart.stdout
         # 2. spot notice on b once a is back
         emulators[1].set_spot_action("terminate", in_seconds=120)
         watches[1].wait_for(lambda: "stopped echo and supervisord" in watches[1].text(), 60, "b drained and stopped")
-        assert mirror.states_of("b")[-2:] == ["drain", "maint"]
+        mirror.wait_for("b", "maint", 10)
+        assert "drain" in mirror.states_of("b")[-2:], mirror.states_of("b")
         # 3. the group's replacement for b
         c("boot", check=True)
         mirror.wait_for("c", "ready", 10)

@@ -68,19 +68,22 @@ def test_untrusted_roles_are_refused(cat: catalog.Catalog, mode: str | None, ser
 def test_graph_runs_independent_nodes_in_parallel_and_orders_dependents() -> None:
     order: list[str] = []
     lock = threading.Lock()
+    # a and b meet at a barrier: if they did not run at the same time, it breaks
+    both = threading.Barrier(2, timeout=10)
 
-    def step(name: str, seconds: float):
+    def step(name: str, meet: bool):
         def act() -> None:
-            time.sleep(seconds)
+            if meet:
+                both.wait()
             with lock:
                 order.append(name)
         return act
 
-    t0 = time.monotonic()
-    result = graph.run([graph.Node("a", step("a", 0.3)), graph.Node("b", step("b", 0.3)),
-                        graph.Node("c", step("c", 0.0), ["a", "b"])])
-    assert time.monotonic() - t0 < 0.55  # a and b overlapped
-    assert order[-1] == "c" and all(e is None for e in result.values())
+    # listed dependent first: the graph, not the list, decides the order
+    result = graph.run([graph.Node("c", step("c", False), ["a", "b"]), graph.Node("a", step("a", True)),
+                        graph.Node("b", step("b", True))])
+    assert all(e is None for e in result.values()), result
+    assert order[-1] == "c" and sorted(order[:2]) == ["a", "b"]
 
 
 def test_graph_skips_dependents_of_a_failure() -> None:

@@ -32,6 +32,7 @@ OS_USER = "postgres"
 URL_VARIABLE = "DATABASE_URL"
 ROLE = "app"
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin/postgres"
+RUNTIME = "pg"   # run/unified/pg: the socket, whose path must fit a unix socket address
 
 
 def find_tools(db: Database) -> Mapping[str, str]:
@@ -61,7 +62,7 @@ def _bin(facts: Facts) -> str:
 
 
 def socket_dir(layout: Layout) -> Path:
-    return layout.runtime_dir("postgres")
+    return layout.runtime_dir(RUNTIME)
 
 
 def program(db: Database, layout: Layout, facts: Facts) -> Program:
@@ -73,7 +74,7 @@ def program(db: Database, layout: Layout, facts: Facts) -> Program:
         readiness=Readiness("exec", db.port, timeout=60.0,
                             argv=(f"{_bin(facts)}/pg_isready", "-q", "-h", str(sock), "-p", str(db.port), "-t", "1")),
         argv=(f"{_bin(facts)}/postgres", "-D", str(data), "-p", str(db.port), "-k", str(sock),
-              "-c", "listen_addresses=127.0.0.1", "-c", f"external_pid_file={layout.pidfile('postgres')}"),
+              "-c", "listen_addresses=127.0.0.1", "-c", f"external_pid_file={layout.pidfile('postgres', RUNTIME)}"),
         stop_signal="INT", stop_seconds=60,  # SIGINT is PostgreSQL's "fast" shutdown
     )
 
@@ -100,7 +101,7 @@ def initialised(layout: Layout) -> bool:
 def init(db: Database, layout: Layout, facts: Facts) -> bool:
     """The socket directory, and the cluster on first boot."""
     user = facts.users.get("postgres")
-    fs.ensure_dir(layout.runtime_dir("postgres"), 0o755, user)
+    fs.ensure_dir(socket_dir(layout), 0o755, user)
     if initialised(layout):
         return False
     data = layout.database_dir("postgres")
