@@ -146,7 +146,12 @@ def stop(layout: Layout, drain_limit: float | None, wait: float, say: Say = prin
 
 
 def stop_locked(layout: Layout, current: State | None, drain_limit: float | None, say: Say) -> None:
-    """Stop, for a caller that holds the agent lock (`agent watch`)."""
+    """Stop, for a caller that holds the agent lock (`agent watch`). Draining is for
+    what still serves: with nothing running (a watch already stopped the box), there is
+    nothing to drain and no delay to wait."""
+    sup = Supervisor(layout)
+    if not sup.running() and not sup.orphans():
+        return
     with _drained(current, drain_limit, say, register_after=False):
         stop_all(layout, current.services if current else [])
 

@@ -44,16 +44,23 @@ def check(imds: Imds, now: datetime | None = None) -> Event | None:
     """One look at IMDS; a spot notice wins over a lifecycle change."""
     notice = imds.spot_action()
     if notice:
-        try:
-            data = json.loads(notice)
-            when = datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-            left = (when - (now or datetime.now(timezone.utc))).total_seconds()
-            return Event("spot", f"spot:{data.get('action', 'terminate')}:{data['time']}", max(0.0, left))
-        except (ValueError, KeyError, TypeError):
-            return Event("spot", f"spot:{notice.strip()[:80]}", 120.0)  # unreadable: assume the full 2 minutes
+        return spot_event(notice, now or datetime.now(timezone.utc))
     if imds.lifecycle_state() == "Terminated":
         return Event("terminating", "terminating")
     return None
+
+
+def spot_event(notice: str, now: datetime) -> Event:
+    """The event of a spot notice (`{"action": "terminate", "time": "...Z"}`): the time
+    left until `time`. A notice that cannot be read is still a notice: it is taken to
+    leave the full two minutes, and keyed by its text so it is acted on once."""
+    try:
+        data = json.loads(notice)
+        when = datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        left = (when - now).total_seconds()
+        return Event("spot", f"spot:{data.get('action', 'terminate')}:{data['time']}", max(0.0, left))
+    except (ValueError, KeyError, TypeError):
+        return Event("spot", f"spot:{notice.strip()[:80]}", 120.0)
 
 
 def drain_budget(event: Event, stop_seconds: float, configured: float | None) -> float | None:

@@ -242,6 +242,7 @@ def install_lifecycle_actions() -> None:
 # Shared by every moto request thread; guards the draining records below.
 _DRAINING_LOCK = threading.RLock()
 _DRAINING_ATTRIBUTE = "_unified_harness_draining"  # on moto's FakeTargetGroup objects
+_DRAIN_HISTORY_ATTRIBUTE = "_unified_harness_drain_history"
 _WRAPPED_MARK = "_unified_harness_wrapped"
 DEFAULT_DEREGISTRATION_DELAY = 300.0  # seconds, as on AWS (and moto's stored default)
 
@@ -321,10 +322,12 @@ def _make_deregister(original: Callable[..., Any]) -> Callable[..., Any]:
                 original(self, pending)
             finally:  # moto pops one by one: record whatever it did remove
                 if delay > 0:
-                    until = time.monotonic() + delay
+                    started = time.monotonic()
+                    history = self.__dict__.setdefault(_DRAIN_HISTORY_ATTRIBUTE, [])
                     for target_id, record in before.items():
                         if target_id not in self.targets:
-                            drains[target_id] = _Drain(record, until)
+                            drains[target_id] = _Drain(record, started + delay)
+                            history.append((target_id, started, started + delay))
 
     return deregister
 
@@ -578,6 +581,14 @@ class MotoServer:
         with _DRAINING_LOCK:
             now = time.monotonic()
             return {i: d.until - now for i, d in _drains(group).items()}
+
+    def drain_history(self, target_group_arn: str) -> list[tuple[str, float, float]]:
+        """Every drain the group began: (target id, began, ends), time.monotonic() values.
+        CLOCK_MONOTONIC is one clock for every process on the machine, so a test can
+        compare these with what a service saw (when it got SIGTERM, say)."""
+        group = self._target_group(target_group_arn)
+        with _DRAINING_LOCK:
+            return list(group.__dict__.get(_DRAIN_HISTORY_ATTRIBUTE, []))
 
     def end_draining(self, target_group_arn: str, target_id: str | None = None) -> None:
         """Finish draining now (one target, or all of the group), as AWS does early when

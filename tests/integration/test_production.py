@@ -26,10 +26,10 @@ SECRET = "s3cr3t-'quoted' $HOME, 100% ☃"
 
 
 def services_yaml(repo: Path, port: int, health_path: str = "/health", timeout: int = 20,
-                  start_delay: float = 0) -> str:
+                  start_delay: float = 0, stop_seconds: int = 30) -> str:
     lb = "    load_balancer:\n      production: {target_group: prod-echo}\n      staging: {classic_elb: stg-echo}\n"
     env = f"    env: {{LOG_LEVEL: info, START_DELAY: '{start_delay}'}}\n"
-    entry = echo_service("echo", port, env=env, extra=lb)
+    entry = echo_service("echo", port, env=env, extra=lb + f"    stop_seconds: {stop_seconds}\n")
     entry = entry.replace("health: {path: /health, timeout: 20}", f"health: {{path: {health_path}, timeout: {timeout}}}")
     return f"""\
 version: 1
@@ -134,6 +134,9 @@ def test_a_secret_reaches_the_process_and_nowhere_else(moto_server: MotoServer, 
     "echo\n[program:evil]\ncommand=/bin/sh",  # smuggling a supervisord section
     "echo; touch /tmp/pwned",                 # shell metacharacters
     "../echo",
+    "echo\n",                                 # near misses: the tag is compared as IMDS sends it
+    " echo",
+    "Echo",
 ])
 def test_bad_service_tags_abandon_with_nothing_started(moto_server: MotoServer, imds: Any, shop_repo: Path,
                                                         new_root: Agent, service_tag: str) -> None:
@@ -218,6 +221,47 @@ def test_restart_deregisters_and_drains_before_it_stops(moto_server: MotoServer,
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
 
 
+def sigterms(agent: Agent, program: str = "echo") -> list[float]:
+    """When the service got SIGTERM (time.monotonic(), from its log)."""
+    log = (agent.root / f"var/log/unified/{program}.log").read_text()
+    return [float(line.split()[2].rstrip(":")) for line in log.splitlines() if line.startswith("SIGTERM at ")]
+
+
+def assert_stopped_only_once_drained(moto: MotoServer, agent: Agent, seeded: Any) -> None:
+    """The service got SIGTERM only after its last drain had run its whole delay."""
+    [*_, (target, began, ends)] = moto.drain_history(seeded.target_group_arn)
+    [*_, stopped] = sigterms(agent)
+    assert target == seeded.instance_id
+    assert stopped >= ends, f"SIGTERM {ends - stopped:.2f}s before the drain ended (began {stopped - began:.2f}s before)"
+
+
+def test_restart_and_stop_wait_for_the_whole_drain(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                   new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)  # a deregistration delay of 2 s
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    new_root("restart", check=True)
+    assert_stopped_only_once_drained(moto_server, new_root, seeded)
+    new_root("stop", check=True)
+    assert len(sigterms(new_root)) == 2
+    assert_stopped_only_once_drained(moto_server, new_root, seeded)
+
+
+def test_a_failure_after_registering_deregisters_and_abandons(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                              new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    # registered, then the load balancer cannot say whether it is healthy
+    moto_server.inject_error("DescribeTargetHealth", 50, status=400, code="AccessDenied", message="denied")
+    result = new_root("boot")
+    assert result.returncode == 1 and "AccessDenied" in result.stderr, result.stderr
+    calls = [c.action for c in moto_server.calls]
+    assert calls.index("RegisterTargets") < calls.index("DeregisterTargets"), calls
+    moto_server.clear_faults()
+    assert target_health(moto_server, seeded.target_group_arn) in ([], [(seeded.instance_id, "draining")])
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+
+
 def test_second_boot_registers_once_and_skips_the_completed_hook(moto_server: MotoServer, imds: Any,
                                                                  shop_repo: Path, new_root: Agent) -> None:
     seeded = seed(moto_server, PRODUCTION)
@@ -227,6 +271,8 @@ def test_second_boot_registers_once_and_skips_the_completed_hook(moto_server: Mo
     new_root("boot", check=True)
     calls = [c.action for c in moto_server.calls[before:]]
     assert "CompleteLifecycleAction" not in calls and "DescribeLifecycleHooks" not in calls
+    assert "RegisterTargets" not in calls, calls  # still registered: not registered again
+    assert moto_server.call_count("RegisterTargets") == 1
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
     assert len(moto_server.lifecycle_actions) == 1
 

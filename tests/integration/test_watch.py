@@ -89,6 +89,56 @@ def test_scale_in_drains_stops_and_completes_the_terminating_hook_once(booted: A
         assert watch.stop() == 0
 
 
+def lifecycle_polls(emulator: Any) -> int:
+    return sum(1 for r in emulator.requests if r.path.endswith("autoscaling/target-lifecycle-state"))
+
+
+def test_a_restarted_watch_does_not_act_on_an_event_again(booted: Any, moto_server: MotoServer) -> None:
+    agent, seeded, emulator = booted
+    emulator.set_lifecycle_state("Terminated")
+    first = Watch(agent, "--interval", "0.5")
+    try:
+        first.wait_for(lambda: "lifecycle hook terminating: CONTINUE" in first.text(), 30, "the scale-in handled")
+    finally:
+        assert first.stop() == 0
+    acted = (moto_server.call_count("DeregisterTargets"), len(moto_server.lifecycle_actions))
+    # a new watch (systemd restarting it, a reboot) still sees Terminated in IMDS
+    again = Watch(agent, "--interval", "0.5")
+    try:
+        polls = lifecycle_polls(emulator)
+        again.wait_for(lambda: lifecycle_polls(emulator) >= polls + 4, 30, "four more looks at IMDS")
+        assert "event:" not in again.text(), again.text()
+        assert (moto_server.call_count("DeregisterTargets"), len(moto_server.lifecycle_actions)) == acted
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_late_spot_notice_cuts_the_drain_to_fit_the_time_left(moto_server: MotoServer, imds: Any,
+                                                                 shop_repo: Path, new_root: Agent) -> None:
+    """A deregistration delay of 300 s, and a notice with 25 s left: the drain may take
+    at most 25 - stop_seconds (1) - 10 s margin = 14 s, and says it was cut short."""
+    seeded = seed(moto_server, PRODUCTION)
+    moto_server.client("elbv2", internal=True).modify_target_group_attributes(
+        TargetGroupArn=seeded.target_group_arn,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "300"}])
+    emulator = imds(seeded)
+    prepare(new_root, shop_repo, moto_server, emulator, stop_seconds=1)
+    new_root("boot", check=True)
+    watch = Watch(new_root, "--interval", "0.5")
+    try:
+        t0 = time.monotonic()
+        emulator.set_spot_action("terminate", in_seconds=25)
+        watch.wait_for(lambda: "stopped echo and supervisord" in watch.text(), 40, "the service stopped")
+        stopped = time.monotonic() - t0
+        text = watch.text()
+        assert "cut short" in text, text
+        limit = float(text.split("(limit ")[1].split("s)")[0])
+        assert 10 <= limit <= 14, text          # the notice's time, less the stop timeout and the margin
+        assert stopped < 25, stopped            # stopped before the instance is taken away
+    finally:
+        assert watch.stop() == 0
+
+
 def test_spot_notice_drains_and_stops_within_its_two_minutes(booted: Any, moto_server: MotoServer) -> None:
     agent, seeded, emulator = booted
     watch = Watch(agent, "--interval", "0.5")

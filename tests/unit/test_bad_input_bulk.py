@@ -110,9 +110,32 @@ def test_arbitrary_bytes_never_crash(tmp_path: Path, raw: bytes) -> None:
     check_file(path)
 
 
+def near_misses(valid: list[str]) -> st.SearchStrategy[str]:
+    """A valid value, nudged: white space or a control character added at either end or
+    inside, a letter's case changed, a character dropped, doubled or swapped for a
+    look-alike. Random text almost never comes near a valid name; these all do."""
+    def nudge(value: str, where: int, how: int, extra: str) -> str:
+        i = where % (len(value) + 1)
+        if how == 0:
+            return value[:i] + extra + value[i:]
+        if how == 1:
+            return value[:i] + value[i:].swapcase()
+        if how == 2 and value:
+            return value[:i] + value[i + 1:]
+        if how == 3 and value:
+            return value[:i] + value[i % len(value)] + value[i:]
+        return value.replace("-", "\u2010").replace("o", "\u043e") + extra  # Unicode look-alikes
+    return st.builds(nudge, st.sampled_from(valid), st.integers(0, 40), st.integers(0, 4),
+                     st.sampled_from([" ", "\n", "\t", "\r", "\x00", "\u00a0", "\ufeff", "", "x"]))
+
+
+MODES = ["review", "staging", "production"]
+SERVICES = ["api-web", "api-worker"]
+
+
 @SETTINGS
-@given(mode=st.one_of(st.none(), st.text(max_size=60), st.sampled_from(["review", "staging", "production"])),
-       service=st.one_of(st.none(), st.text(max_size=60), st.sampled_from(["api-web", "api-worker"])))
+@given(mode=st.one_of(st.none(), st.text(max_size=60), st.sampled_from(MODES), near_misses(MODES)),
+       service=st.one_of(st.none(), st.text(max_size=60), st.sampled_from(SERVICES), near_misses(SERVICES)))
 def test_tag_values_are_exact_or_refused(tmp_path: Path, mode: str | None, service: str | None) -> None:
     path = tmp_path / "services.yaml"
     if not path.exists():
