@@ -68,8 +68,11 @@ def boot(layout: Layout, request: Request, say: Say = print) -> State:
     completing the launch hook with ABANDON."""
     if request.service is not None and request.mode is None:
         raise BadInput("--service needs --mode (staging or production)")
-    if request.mode is not None:  # flags are checked before anything asks IMDS
-        roles.resolve(load_catalog(layout, request.services), request.mode, request.service)
+    if request.mode is not None:  # flags are checked before anything asks IMDS or writes
+        catalog = load_catalog(layout, request.services)
+        role = roles.resolve(catalog, request.mode, request.service)
+        if role.mode == "review":
+            require_checkouts(layout, catalog, role)
     with lock.exclusive(layout, "boot"):
         current = state.load(layout) or State()
         who = None if request.mode == "review" else identify(Imds(deadline=request.imds_deadline))

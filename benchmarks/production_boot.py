@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stack import REPO, median
 
-from tests.conftest import echo_service, free_ports, make_stack_repo
+from tests.conftest import echo_service, free_ports, make_stack_repo, services_python
 from tests.harness.fixtures import subprocess_env
 from tests.harness.imds import ImdsEmulator
 from tests.harness.moto_server import MotoServer, seed_instance
@@ -87,7 +87,7 @@ def main() -> None:
                                check=True, capture_output=True, env=env)
             # (b) the service alone: same command, same checkout, polled the same way
             t0 = time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-m", "testapps.echo"], cwd=root / "srv/unified/repos/shop",
+            proc = subprocess.Popen([services_python(), "-m", "testapps.echo"], cwd=root / "srv/unified/repos/shop",
                                     env={"PATH": os.environ["PATH"], "PORT": str(port)},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_http(f"http://127.0.0.1:{port}/health")

@@ -26,6 +26,36 @@ REPO = Path(__file__).resolve().parent.parent
 if (REPO / "tests/harness/fixtures.py").exists():
     pytest_plugins = ["tests.harness.fixtures"]
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def services_python() -> str:
+    """The interpreter test services run with: a virtualenv of the system Python with
+    the example stack's requirements, made once per machine in /var/tmp.
+
+    Services run as the unprivileged user `unified` where it exists (as on the image),
+    and that user cannot reach an interpreter installed under root's home (pyenv), so
+    the test's own `sys.executable` will not do. Made under a lock, keyed by the
+    requirements, so concurrent sessions share one.
+    """
+    import fcntl
+    import hashlib
+    requirements = REPO / "examples/requirements.txt"
+    key = hashlib.sha256(requirements.read_bytes() + SYSTEM_PYTHON.encode()).hexdigest()[:12]
+    venv = Path("/var/tmp") / f"unified-test-python-{key}"
+    python = venv / "bin/python"
+    if (venv / ".complete").exists():
+        return str(python)
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            "-r", str(requirements)], check=True, timeout=600)
+            (venv / ".complete").touch()
+    return str(python)
+
 
 def free_ports(count: int) -> list[int]:
     """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
@@ -136,16 +166,17 @@ def echo_service(name: str, port: int, env: str = "", extra: str = "") -> str:
     return f"""\
   {name}:
     repo: shop
-    command: {sys.executable} -m testapps.echo
+    command: {services_python()} -m testapps.echo
     port: {port}
     health: {{path: /health, timeout: 20}}
 {env}{extra}"""
 
 
 def stack_yaml(repo: Path, ports: dict[str, int], extra_services: str = "", api_env: str = "") -> str:
-    """The example stack as in services.yaml, on free ports, run by this Python (which
-    has the stack's two client libraries) instead of a per-repo virtualenv."""
-    py = sys.executable
+    """The example stack as in services.yaml, on free ports, run by the shared services
+    interpreter (which has the stack's two client libraries) instead of a per-repo
+    virtualenv built at every bake."""
+    py = services_python()
     return f"""\
 version: 1
 repos:

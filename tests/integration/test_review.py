@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import Agent, echo_service, free_ports, make_root, processes_under, stack_yaml
+from tests.conftest import Agent, echo_service, free_ports, make_root, processes_under, services_python, stack_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +191,7 @@ def test_a_service_that_never_gets_ready_fails_the_boot_by_name(shop_repo: Path,
     broken = f"""\
   broken-web:
     repo: shop
-    command: echo "starting broken-web"; exec {sys.executable} -m http.server --bind 127.0.0.1 $PORT
+    command: echo "starting broken-web"; exec {services_python()} -m http.server --bind 127.0.0.1 $PORT
     port: {ports['bad']}
     health: {{path: /no-such-health-page, timeout: 3}}
 """

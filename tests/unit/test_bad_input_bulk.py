@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent import cli, role
@@ -152,6 +152,7 @@ def test_tag_values_are_exact_or_refused(tmp_path: Path, mode: str | None, servi
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=mutated())
+@example(doc=VALID)  # valid but never baked: refused for its checkouts, still before writing
 def test_the_cli_refuses_bad_files_before_touching_the_root(tmp_path: Path, doc: Any) -> None:
     path = tmp_path / "services.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True))
