@@ -51,18 +51,25 @@ class Box:
     def digest_key(self) -> bytes:
         return secrets.secret(self.layout, "env-digest-key").encode()
 
+    def files(self) -> list[fs.FileSpec]:
+        """Every file of the plan: program sections and environments, and the databases'
+        own configuration (which their sections' digests cover, so a change restarts them)."""
+        by_kind = {db.kind: db for db in self.plan.databases}
+        reads = {p.name: tuple(kinds.get(p.database).files(by_kind[p.database], self.layout, self.facts))
+                 for p in self.plan.programs if p.database in by_kind}
+        return render.plan_files(self.layout, self.plan, self.digest_key, reads) + \
+            [f for specs in reads.values() for f in specs]
+
     def pending_changes(self) -> list[Path]:
         """Program files a boot would change (so changed programs would restart)."""
-        return [f.path for f in render.plan_files(self.layout, self.plan, self.digest_key) if fs.differs(f)]
+        return [f.path for f in self.files() if fs.differs(f)]
 
     # -- files -------------------------------------------------------------------------
     def render(self) -> list[Path]:
         """Write every file of the plan; drop program files the plan no longer has."""
         layout = self.layout
         changed = render_base(layout)
-        files = render.plan_files(layout, self.plan, self.digest_key)
-        for db in self.plan.databases:
-            files.extend(kinds.get(db.kind).files(db, layout, self.facts))
+        files = self.files()
         changed += fs.write_all(files)
         keep = {f.path for f in files}
         for folder in (layout.include_dir, layout.env_dir):

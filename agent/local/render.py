@@ -80,26 +80,32 @@ def supervisord_conf(layout: Layout, run_as_root: bool) -> FileSpec:
     return FileSpec(layout.supervisord_conf, content, 0o644)
 
 
-def program_files(layout: Layout, program: Program, digest_key: bytes = b"") -> list[FileSpec]:
+def program_files(layout: Layout, program: Program, digest_key: bytes = b"",
+                  reads: tuple[FileSpec, ...] = ()) -> list[FileSpec]:
     """The [program:x] section, and for services the 0600 environment file(s).
 
-    The section carries a keyed digest of the environment file: supervisord compares
-    sections, not the files they point to, so without it a changed config var would
-    only reach the process at its next crash. Keyed (HMAC with a per-box secret) so the
-    world-readable section says nothing about the secrets in the file.
+    The section carries a keyed digest of the files the program reads (a service's
+    environment file; a database server's configuration, `reads`): supervisord compares
+    sections, not the files they point to, so without it a changed config var or
+    password would only reach the process at its next crash. Keyed (HMAC with a per-box
+    secret) so the world-readable section says nothing about the secrets in the files.
     """
     files = []
-    env_digest = ""
+    watched = list(reads)
     if program.kind == "service":
         spec = layout.program_env(program.name)
         env_file = environment_file(spec, program, program.command or "")
-        env_digest = hmac.new(digest_key, env_file.content.encode(), hashlib.sha256).hexdigest()[:16]
+        watched.append(env_file)
         files.append(env_file)
         if program.release:
             files.append(environment_file(layout.release_env(program.name), program, program.release))
         argv = launch_argv(spec)
     else:
         argv = program.argv
+    env_digest = ""
+    if watched:
+        content = b"\0".join(f.content.encode() for f in watched)
+        env_digest = hmac.new(digest_key, content, hashlib.sha256).hexdigest()[:16]
     command = " ".join(shlex.quote(arg) for arg in argv)
     conf = template("program.conf.j2", program=program, command=command, log=layout.program_log(program.name),
                    env_digest=env_digest)
@@ -112,9 +118,11 @@ def environment_file(path: Path, program: Program, command: str) -> FileSpec:
     return FileSpec(path, content, 0o600, owner=program.user)
 
 
-def plan_files(layout: Layout, plan: Plan, digest_key: bytes = b"") -> list[FileSpec]:
-    """Every program file of the plan (supervisord.conf and the databases' own files are separate)."""
+def plan_files(layout: Layout, plan: Plan, digest_key: bytes = b"",
+               reads: dict[str, tuple[FileSpec, ...]] | None = None) -> list[FileSpec]:
+    """Every program file of the plan; `reads`: program name -> the files (already
+    rendered, written by the caller) it reads, which its section's digest covers."""
     files: list[FileSpec] = []
     for program in plan.programs:
-        files.extend(program_files(layout, program, digest_key))
+        files.extend(program_files(layout, program, digest_key, (reads or {}).get(program.name, ())))
     return files

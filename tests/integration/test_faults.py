@@ -64,6 +64,38 @@ def test_reboot_runs_no_second_release(review_box: tuple[Agent, dict[str, int]])
     assert agent.status()[0] == 0
 
 
+def test_lost_password_files_are_made_anew_and_synced(review_box: tuple[Agent, dict[str, int]]) -> None:
+    """The generated passwords' files are gone (a restore without them, a mistake): the
+    next boot makes new ones and the databases follow, so the services log in again."""
+    import pg8000.native
+    import redis
+    agent, ports = review_box
+    secrets = agent.root / "var/lib/unified/secrets"
+    old = {kind: (secrets / kind).read_text().strip() for kind in ("postgres", "redis")}
+    for kind in old:
+        (secrets / kind).unlink()
+    agent("boot", "--mode", "review", check=True)
+    new = {kind: (secrets / kind).read_text().strip() for kind in old}
+    assert all(new[kind] != old[kind] for kind in old)
+    assert agent.status()[0] == 0
+    conn = pg8000.native.Connection("app", password=new["postgres"], host="127.0.0.1", port=ports["postgres"],
+                                    database="shop")
+    assert conn.run("SELECT 1") == [[1]]
+    conn.close()
+    assert redis.Redis(host="127.0.0.1", port=ports["redis"], password=new["redis"]).ping()
+    # and the stack works end to end: storefront -> API -> PostgreSQL, job -> Redis -> worker
+    request = urllib.request.Request(f"http://127.0.0.1:{ports['front']}/buy?item=lamp", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        order = json.loads(response.read())
+    deadline = time.monotonic() + 15
+    status = None
+    while time.monotonic() < deadline and status != "done":
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['front']}/orders/{order['id']}", timeout=10) as r:
+            status = json.loads(r.read())["status"]
+        time.sleep(0.1)
+    assert status == "done"
+
+
 def test_two_restarts_at_once_never_both_run(review_box: tuple[Agent, dict[str, int]]) -> None:
     agent, ports = review_box
     env = {**os.environ, "PYTHONPATH": str(REPO)}

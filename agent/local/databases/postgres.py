@@ -10,7 +10,11 @@ image must have), `databases` (created, owned by the role `app`), `port`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import glob
+import hashlib
+import hmac
 import os
 import pwd
 import subprocess
@@ -118,24 +122,52 @@ def init(db: Database, layout: Layout, facts: Facts) -> bool:
 
 def after_ready(db: Database, layout: Layout, facts: Facts) -> None:
     """Create the `app` role (with its password) and every declared database, unless they
-    exist: a second boot changes nothing (an ALTER at every boot would store a new salt).
+    exist, and make the role's password the one services are given: a secrets file
+    lost (and so made anew) must not leave a box whose services cannot log in. The
+    password is changed only when it does not match, so a second boot changes nothing
+    (an ALTER at every boot would store a new salt).
 
     SQL goes over stdin, never argv, so the password is not visible in `ps`.
     """
-    password, user, names = facts.secret("postgres"), facts.users.get("postgres"), databases(db)
+    password, names = facts.secret("postgres"), databases(db)
     db_lines = "\n".join(
         f"SELECT 'CREATE DATABASE {name} OWNER {ROLE}' WHERE NOT EXISTS "
         f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec" for name in names)
-    sql = f"""
+    verifier = _psql(db, layout, facts, f"""
 SELECT format('CREATE ROLE {ROLE} LOGIN PASSWORD %L', '{password}') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}')\\gexec
 {db_lines}
-"""
+SELECT rolpassword FROM pg_authid WHERE rolname = '{ROLE}';
+""", f"creating databases {', '.join(names)}")
+    if not scram_matches(verifier.strip(), password):
+        _psql(db, layout, facts, f"ALTER ROLE {ROLE} PASSWORD '{password}';\n", f"setting the password of {ROLE}")
+
+
+def _psql(db: Database, layout: Layout, facts: Facts, sql: str, what: str) -> str:
+    """Run `sql` as the superuser over the private socket (peer authentication); its
+    output, unaligned."""
+    user = facts.users.get("postgres")
     superuser = user or pwd.getpwuid(os.geteuid()).pw_name
     result = subprocess.run(
-        [f"{_bin(facts)}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir(layout)),
+        [f"{_bin(facts)}/psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir(layout)),
          "-p", str(db.port), "-U", superuser, "-d", "postgres"],
         input=sql, cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
     )
     if result.returncode != 0:
-        detail = result.stderr.strip()[-500:].replace(password, "***")  # psql echoes the statement
-        raise AgentError(f"creating databases {', '.join(names)} failed: {detail}")
+        detail = result.stderr.strip()[-500:].replace(facts.secret("postgres"), "***")  # psql echoes statements
+        raise AgentError(f"{what} failed: {detail}")
+    return result.stdout
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Does `password` match a PostgreSQL SCRAM-SHA-256 verifier
+    (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, RFC 5802/7677)?"""
+    try:
+        method, counts, keys = verifier.split("$")
+        iterations, salt = counts.split(":")
+        stored_key = keys.split(":")[0]
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    except (ValueError, binascii.Error):
+        return False
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    expected = base64.b64encode(hashlib.sha256(client_key).digest()).decode()
+    return method == "SCRAM-SHA-256" and hmac.compare_digest(expected, stored_key)
