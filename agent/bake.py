@@ -4,6 +4,12 @@ Runs inside the Packer build. Repos bake in parallel on a bounded pool; each rep
 output is captured to its own log; a failing repo does not stop the others, and all
 failures are reported at the end with the tail of their output. The manifest records
 exactly which commits the image holds: the fleet tool and the AMI tags read it.
+
+A bake is two steps, fetch (clone or fetch, check out the ref) and build; `agent bake
+--steps fetch` or `--steps build` runs one of them (by default, both). The image build uses them apart: the build host, which holds the git
+credentials, fetches into a staging root; its checkouts are copied into the image,
+where the build step builds them without git touching the network. The manifest then
+records each checkout's origin, the URL it was fetched from.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from typing import Any
 
 from agent import __version__
 from agent.config.catalog import Catalog, Repo
-from agent.errors import AgentError
+from agent.errors import AgentError, BadInput
 from agent.local import fs, git
 from agent.local.layout import Layout
 
 _print_lock = threading.Lock()
+
+STEPS = ("fetch", "build")
 
 
 def say(line: str) -> None:
@@ -30,17 +38,23 @@ def say(line: str) -> None:
         print(line, flush=True)
 
 
-def bake(layout: Layout, catalog: Catalog, jobs: int = 4) -> dict[str, Any]:
+def bake(layout: Layout, catalog: Catalog, jobs: int = 4, steps: tuple[str, ...] = STEPS) -> dict[str, Any]:
     """Bake every repo; write and return the manifest, or raise naming every failure."""
     base = catalog.path.resolve().parent
     urls = {name: git.resolve_url(repo.url, base) for name, repo in catalog.repos.items()}
+    if "fetch" not in steps:
+        missing = [name for name in catalog.repos if not (layout.repo_dir(name) / ".git").is_dir()]
+        if missing:
+            raise BadInput(f"no checkout of {', '.join(missing)} under {layout.repos}: "
+                           "--steps build builds what a fetch put there")
     log_dir = layout.logs / "bake"
     fs.ensure_dir(layout.repos, 0o755)
     fs.ensure_dir(log_dir, 0o755)
     # the old manifest would describe checkouts this bake is about to move
     layout.manifest.unlink(missing_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="bake") as pool:
-        futures = {name: pool.submit(_bake_one, layout, repo, urls[name]) for name, repo in catalog.repos.items()}
+        futures = {name: pool.submit(_bake_one, layout, repo, urls[name], steps)
+                   for name, repo in catalog.repos.items()}
     failures = [(name, f.exception()) for name, f in futures.items() if f.exception() is not None]
     if failures:
         lines = [f"bake failed for {len(failures)} of {len(futures)} repos:"]
@@ -53,18 +67,23 @@ def bake(layout: Layout, catalog: Catalog, jobs: int = 4) -> dict[str, Any]:
         "baked_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "repos": [futures[name].result() for name in catalog.repos],
     }
+    if "build" not in steps:  # fetched only: must not pass for a built image
+        manifest["steps"] = list(steps)
     fs.write(fs.FileSpec(layout.manifest, json.dumps(manifest, indent=2) + "\n", 0o644))
     return manifest
 
 
-def _bake_one(layout: Layout, repo: Repo, url: str) -> dict[str, Any]:
+def _bake_one(layout: Layout, repo: Repo, url: str, steps: tuple[str, ...] = STEPS) -> dict[str, Any]:
     dest = layout.repo_dir(repo.name)
     t0 = time.monotonic()
-    how = git.clone_or_fetch(url, dest)
+    if "fetch" in steps:
+        how = git.clone_or_fetch(url, dest)
+    else:  # no network: the checkout is there already, and records where it came from
+        how, url = "found", git.origin_url(dest)
     sha = git.checkout(dest, repo.ref)
     say(f"{repo.name}: {how}, {repo.ref} at {sha[:12]} ({time.monotonic() - t0:.1f}s)")
     build_seconds = 0.0
-    if repo.build:
+    if repo.build and "build" in steps:
         log = layout.logs / "bake" / f"{repo.name}.log"
         t1 = time.monotonic()
         with open(log, "wb") as out:

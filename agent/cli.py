@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="look once and exit (for cron-style use and tests)")
     p = command("bake", cmd_bake, "put every repo at its ref under the root and build it (image build time)")
     p.add_argument("--jobs", type=int, default=4, help="repos baked in parallel (default 4)")
+    p.add_argument("--steps", choices=("fetch", "build", "all"), default="all",
+                   help="fetch only (on a build host with the git credentials), build only (what a fetch "
+                        "put under the root, with no network), or all (default)")
     return parser
 
 
@@ -203,6 +206,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
     from agent import bake
     from agent.config import catalog
     layout = _layout(args)
-    manifest = bake.bake(layout, catalog.load(_services(args, layout)), jobs=args.jobs)
+    steps = bake.STEPS if args.steps == "all" else (args.steps,)
+    manifest = bake.bake(layout, catalog.load(_services(args, layout)), jobs=args.jobs, steps=steps)
     print(f"baked {len(manifest['repos'])} repos; manifest at {layout.manifest}")
     return 0

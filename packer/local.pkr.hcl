@@ -22,6 +22,7 @@ build {
       "UNIFIED_ROOT=${local.bake_root}",
       "UNIFIED_SERVICES=${var.services_file}",
       "UNIFIED_BAKE_JOBS=${var.bake_jobs}",
+      "UNIFIED_REPOS_TARBALL=",
     ]
     script = "${local.scripts}/40-bake.sh"
   }

@@ -16,15 +16,33 @@ variable "agent_dist" {
   default     = ""
 }
 
+variable "agent_bin" {
+  type        = string
+  description = "The agent on the build host: the image build fetches the repos with it (git runs here, with this host's credentials), the local build bakes with it."
+  default     = "agent"
+}
+
 variable "units_dir" {
   type        = string
   description = "The repo's units/ directory; units/systemd/*.service are installed and enabled in the image."
   default     = "units"
 }
 
+variable "readme_file" {
+  type        = string
+  description = "The README installed as /usr/share/doc/unified/README.md, where the systemd units' Documentation= points."
+  default     = "README.md"
+}
+
+variable "docs_dir" {
+  type        = string
+  description = "Directory installed as /usr/share/doc/unified/docs/ (reliability, IAM, benchmarks)."
+  default     = "docs"
+}
+
 variable "bake_jobs" {
   type        = number
-  description = "Repos that agent bake clones and builds in parallel."
+  description = "Repos that agent bake fetches (on the build host) and builds (in the image) in parallel."
   default     = 4
 }
 
@@ -60,6 +78,18 @@ variable "ami_tags" {
   default     = {}
 }
 
+variable "encrypted" {
+  type        = bool
+  description = "Encrypt the builder's volume and the AMI's snapshots in every region (encrypt_boot). Off only for an account that shares AMIs where encrypted snapshots cannot go."
+  default     = true
+}
+
+variable "kms_key_id" {
+  type        = map(string)
+  description = "KMS key (id, alias or ARN) per region, for the build region and each of ami_regions: { \"us-east-1\" = \"alias/unified-ami\" }. A region missing from the map uses the account's default EBS key there (aws/ebs), which cannot be shared with other accounts."
+  default     = {}
+}
+
 variable "source_ami_name" {
   type        = string
   description = "Name filter for the base image: Ubuntu 24.04 LTS server, amd64, gp3."
@@ -92,8 +122,13 @@ variable "subnet_id" {
 
 variable "ssh_source_cidrs" {
   type        = list(string)
-  description = "CIDRs the temporary security group admits on SSH: narrow this to the CI runners' egress addresses."
-  default     = ["0.0.0.0/0"]
+  description = "CIDRs the builder's temporary security group admits on SSH. Empty (the default) admits only this build host's public address, as https://checkip.amazonaws.com sees it; list the CI runners' egress or the VPC's CIDRs when that is not the address the builder sees (NAT, private subnets, ssh_interface = private_ip)."
+  default     = []
+
+  validation {
+    condition     = length(setintersection(var.ssh_source_cidrs, ["0.0.0.0/0", "::/0"])) == 0
+    error_message = "The ssh_source_cidrs value must not hold 0.0.0.0/0 or ::/0: that opens the builder's SSH to the whole Internet. Leave it empty for this host's public address, or list the CI runners' egress CIDRs."
+  }
 }
 
 variable "ssh_username" {
@@ -114,12 +149,6 @@ variable "bake_root" {
   type        = string
   description = "Root directory for the local bake (agent bake --root); empty means <output_dir>/bake-root."
   default     = ""
-}
-
-variable "agent_bin" {
-  type        = string
-  description = "agent executable the local build runs."
-  default     = "agent"
 }
 
 # --- Connection overrides (defaults = the plugin's own defaults) ------------------

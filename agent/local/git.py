@@ -56,6 +56,11 @@ def clone_or_fetch(url: str, dest: Path) -> str:
     return "cloned"
 
 
+def origin_url(dest: Path) -> str:
+    """The URL the checkout at `dest` was cloned from, as written (no insteadOf rewriting)."""
+    return _git(["config", "--get", "remote.origin.url"], cwd=dest)
+
+
 def checkout(dest: Path, ref: str) -> str:
     """Check out `ref` (branch, tag or commit) detached; return the commit SHA."""
     for candidate in (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref):
