@@ -47,13 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-class Terminated(AgentError):
-    """SIGTERM (systemd stopping the unit, a timeout): raised where the agent is, so a
-    boot in progress still completes its lifecycle hook with ABANDON and deregisters."""
-
-
 def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated("stopped by SIGTERM")
+    """SIGTERM (systemd stopping the unit, `agent watch` taking over a boot): every wait
+    ends with Cancelled, so a boot in progress unwinds through its cleanup (ABANDON,
+    deregistration) instead of being cut off wherever it was (agent.deadline)."""
+    from agent import deadline
+    deadline.cancel("stopped by SIGTERM")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,16 +4,42 @@ Waiting is where an agent hangs a boot or misses a spot notice, so every wait ha
 same shape: a `Deadline` fixed when the wait starts (a total, not a per-try timeout),
 a `Backoff` between tries, and `poll`, which stops at the first answer that is done,
 or at the deadline with the last answer. The caller decides what "not done in time"
-means; nothing here raises.
+means.
+
+The one exception `poll` raises is `Cancelled`: SIGTERM (systemd stopping the unit, or
+`agent watch` taking over a boot for a spot notice) calls `cancel`, and every wait in
+every thread ends at once, so a boot gives up in seconds, not after its slowest
+readiness timeout, and still completes its lifecycle hook with ABANDON.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from agent.errors import AgentError
+
 T = TypeVar("T")
+_cancelled = threading.Event()
+_reason = ["cancelled"]
+
+
+class Cancelled(AgentError):
+    """The process was asked to stop (SIGTERM) while it waited."""
+
+
+def cancel(reason: str) -> None:
+    """End every wait of this process, now and from now on (see the module docstring).
+    Safe to call from a signal handler: it only sets an event."""
+    _reason[0] = reason
+    _cancelled.set()
+
+
+def check_cancelled() -> None:
+    if _cancelled.is_set():
+        raise Cancelled(_reason[0])
 
 
 class Deadline:
@@ -34,8 +60,9 @@ class Deadline:
         return time.monotonic() >= self.at
 
     def sleep(self, seconds: float) -> None:
-        """Sleep `seconds`, but never past the deadline."""
-        time.sleep(max(0.0, min(seconds, self.remaining())))
+        """Sleep `seconds`, but never past the deadline; Cancelled if cancelled meanwhile."""
+        if _cancelled.wait(max(0.0, min(seconds, self.remaining()))):
+            check_cancelled()
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,7 @@ def poll(attempt: Callable[[], T], done: Callable[[T], bool], deadline: Deadline
     """
     pauses = backoff.pauses()
     while True:
+        check_cancelled()
         answer = attempt()
         if done(answer) or deadline.expired():
             return answer

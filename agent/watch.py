@@ -78,10 +78,11 @@ def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[
     from agent import ops
     from agent.aws import lifecycle  # boto3 only now
 
-    # A restart or boot may hold the lock; a spot notice can wait only as long as its
-    # two minutes allow, a scale-in as long as its hook does.
+    # A restart may hold the lock; a spot notice can wait only as long as its two
+    # minutes allow, a scale-in as long as its hook does. A boot is not waited for: it
+    # is stopped (it abandons its launch hook) and the instance drained.
     wait = max(5.0, event.seconds_left - SAFETY_MARGIN) if event.seconds_left is not None else 900.0
-    with lock.exclusive(layout, f"watch ({event.kind})", wait=wait):
+    with lock.exclusive(layout, f"watch ({event.kind})", wait=wait, preempt=("boot",), say=say):
         current = state.load(layout) or state.State()
         if event.key in current.handled_events:
             return

@@ -105,7 +105,7 @@ def test_two_restarts_at_once_never_both_run(review_box: tuple[Agent, dict[str, 
     # the second certainly meets it, however slowly either starts on a loaded machine.
     lock = agent.root / "run/unified/agent.lock"
     deadline = time.monotonic() + 30
-    while f"pid {first.pid}" not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
+    while f'"pid": {first.pid}' not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(first.pid, signal.SIGSTOP)
     try:

@@ -139,6 +139,38 @@ def test_a_late_spot_notice_cuts_the_drain_to_fit_the_time_left(moto_server: Mot
         assert watch.stop() == 0
 
 
+def test_a_spot_notice_during_a_boot_stops_the_boot_which_abandons(moto_server: MotoServer, imds: Any,
+                                                                     shop_repo: Path, new_root: Agent) -> None:
+    """The service takes 40 s to start; 1 s into the boot a spot notice arrives. The
+    watch stops the boot (SIGTERM), which gives up at once and completes its launch
+    hook with ABANDON; then the watch stops everything. Nothing waits for the 40 s."""
+    seeded = seed(moto_server, PRODUCTION)
+    emulator = imds(seeded)
+    prepare(new_root, shop_repo, moto_server, emulator, start_delay=40, timeout=60)
+    env = {**os.environ, **new_root.env, "PYTHONPATH": str(REPO)}
+    boot = subprocess.Popen([sys.executable, "-m", "agent", "boot", "--root", str(new_root.root),
+                             "--services", str(new_root.services)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    watch = Watch(new_root, "--interval", "0.5")
+    try:
+        started = new_root.root / "var/log/unified/echo.log"  # supervisord has started the service
+        watch.wait_for(started.exists, 30, "the boot waiting for the service")
+        emulator.set_spot_action("terminate", in_seconds=120)
+        out, err = boot.communicate(timeout=30)  # not the 40 s the service would take
+        assert boot.returncode == 1, (out, err)
+        assert "stopped by SIGTERM" in err and "ABANDON" in err and "Traceback" not in err, err
+        watch.wait_for(lambda: "stopped echo and supervisord" in watch.text(), 30, "the box stopped")
+        assert f"stopped agent boot, pid {boot.pid}" in watch.text()
+        assert [(a["LifecycleHookName"], a["LifecycleActionResult"]) for a in moto_server.lifecycle_actions] == [
+            ("launching", "ABANDON")]
+        assert target_health(moto_server, seeded.target_group_arn) == []
+        assert not services_running(new_root, watch)
+    finally:
+        if boot.poll() is None:
+            boot.kill()
+        assert watch.stop() == 0
+
+
 def test_spot_notice_drains_and_stops_within_its_two_minutes(booted: Any, moto_server: MotoServer) -> None:
     agent, seeded, emulator = booted
     watch = Watch(agent, "--interval", "0.5")
