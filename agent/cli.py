@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     _operate_args(p)
     p = command("stop", cmd_stop, "stop every program, the databases and supervisord (draining first)")
     _operate_args(p)
+    p.add_argument("--no-drain", action="store_true",
+                   help="stop even if the load balancer cannot be reached (requests in flight here fail)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="the whole stop must end within this (systemd's TimeoutStopSec): the drain is cut to fit")
     p = command("watch", cmd_watch, "drain this instance on a spot interruption notice or scale-in (daemon)")
     p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="how often to ask IMDS (default 5)")
     p.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
@@ -186,7 +190,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from agent import ops
     layout = _layout(args)
     _logging()
-    ops.stop(layout, args.drain_timeout, args.wait)
+    ops.stop(layout, args.drain_timeout, args.wait, no_drain=args.no_drain, budget=args.budget)
     print(f"stopped everything under {layout.root}")
     return 0
 

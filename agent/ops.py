@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -135,34 +136,78 @@ def restart(layout: Layout, names: list[str], drain_limit: float | None, wait: f
         if current is None:
             raise AgentError(f"nothing is booted under {layout.root}: run `agent boot` first")
         targets = restart_targets(current, names)  # a typo must not take the box out of the load balancer
-        with _drained(current, drain_limit, say, register_after=True):
+        with _drained(current.registrations, drain_limit, say, register_after=True):
             _restart_programs(layout, current, targets, say)
 
 
-def stop(layout: Layout, drain_limit: float | None, wait: float, say: Say = print) -> None:
-    """`agent stop`: out of the load balancers, then services, databases, supervisord."""
-    with lock.exclusive(layout, "stop", wait=wait):
-        stop_locked(layout, state.load(layout), drain_limit, say)
+# Time kept back from a stop budget for what follows the drain besides the services'
+# own stop timeouts: the databases, supervisord's exit, a margin. The one rule for
+# how long a drain may take when time is short (systemd's TimeoutStopSec, a spot notice).
+STOP_RESERVE = 10.0
 
 
-def stop_locked(layout: Layout, current: State | None, drain_limit: float | None, say: Say) -> None:
+def drain_cap(seconds_left: float, stop_seconds: float) -> float:
+    """How long draining may take when `seconds_left` is all there is: the services'
+    stop timeout and STOP_RESERVE come out of it first."""
+    return max(0.0, seconds_left - stop_seconds - STOP_RESERVE)
+
+
+def stop(layout: Layout, drain_limit: float | None, wait: float, say: Say = print, *,
+         no_drain: bool = False, budget: float | None = None) -> None:
+    """`agent stop`: out of the load balancers, then services, databases, supervisord.
+
+    `budget`: seconds the whole stop may take (systemd's TimeoutStopSec, passed by the
+    unit): waiting for the lock and the drain are cut to fit, and a drain cut short
+    says so. A state file that cannot be read never blocks a stop: what runs is found
+    from supervisord and the pid files, and the stop says it could not drain.
+    """
+    clock = Deadline(budget) if budget is not None else None
+    lock_wait = min(wait, clock.remaining()) if clock is not None else wait
+    with lock.exclusive(layout, "stop", wait=lock_wait):
+        try:
+            current = state.load(layout)
+        except state.StateError as exc:
+            say(f"warning: {exc.lines[0]}; stopping everything under {layout.root} without draining")
+            current = None
+        limit = drain_limit
+        if clock is not None:
+            stop_seconds = max((p.stop_seconds for p in current.programs), default=30) if current else 30
+            cap = drain_cap(clock.remaining(), stop_seconds)
+            limit = cap if limit is None else min(limit, cap)
+        stop_locked(layout, current, limit, say, no_drain=no_drain)
+
+
+def stop_locked(layout: Layout, current: State | None, drain_limit: float | None, say: Say,
+                no_drain: bool = False) -> None:
     """Stop, for a caller that holds the agent lock (`agent watch`). Draining is for
     what still serves: with nothing running (a watch already stopped the box), there is
-    nothing to drain and no delay to wait."""
+    nothing to drain and no delay to wait. A load balancer that cannot be reached stops
+    nothing: `no_drain` (`agent stop --no-drain`) stops anyway, and says what it skipped."""
     sup = Supervisor(layout)
     if not sup.running() and not sup.orphans():
         return
-    with _drained(current, drain_limit, say, register_after=False):
+    registrations = current.registrations if current else []
+    if no_drain and registrations:
+        for record in registrations:
+            say(f"not deregistered from {record.kind.replace('_', ' ')} {record.name} (--no-drain): "
+                "requests it still sends here will fail")
+        registrations = []
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(_drained(registrations, drain_limit, say, register_after=False))
+        except AgentError as exc:
+            raise AgentError(f"stop: could not leave the load balancer ({exc.lines[0]}); nothing was stopped. "
+                             "`agent stop --no-drain` stops this box without draining") from None
         stop_all(layout, current.services if current else [])
 
 
-def _drained(current: State | None, drain_limit: float | None, say: Say, register_after: bool) -> Any:
-    from contextlib import nullcontext
-    if current is None or not current.registrations:
+def _drained(registrations: list[state.RegistrationRecord], drain_limit: float | None, say: Say,
+             register_after: bool) -> Any:
+    if not registrations:
         return nullcontext()
     from agent.aws.lb import kinds  # boto3 only when there is a load balancer to leave
     from agent.aws.membership import Drained
-    return Drained([kinds.for_record(r) for r in current.registrations], drain_limit, say, register_after)
+    return Drained([kinds.for_record(r) for r in registrations], drain_limit, say, register_after)
 
 
 def stop_all(layout: Layout, service_names: list[str]) -> None:

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from agent.errors import BadInput
 from agent.facts import REDACTED, Facts
 from agent.local.databases import kinds
 from agent.local.layout import Layout
@@ -87,13 +88,17 @@ class Plan:
 
 def make_plan(catalog: Catalog, role: Role, layout: Layout, facts: Facts) -> Plan:
     """Compute what should run for `role`; raises KeyError only for a role the caller
-    has not validated (see `agent.role`)."""
+    has not validated (see `agent.role`), and BadInput for an environment, config vars
+    included, too large for exec."""
+    from agent.config.catalog import environment_problems
     if role.mode == "review":
         return _review(catalog, layout, facts)
     assert role.service is not None
     svc = catalog.services[role.service]
     program = _service_program(svc, layout, facts, needs=(), extra=dict(facts.config_vars))
     program = replace(program, secret_keys=tuple(sorted(facts.config_vars)), release=None)
+    for key, message in environment_problems({**program.environment, "UNIFIED_COMMAND": svc.command}):
+        raise BadInput(f"service {svc.name}, with its config vars: {key}: {message}")
     regs: tuple[Registration, ...] = ()
     lb = svc.load_balancer.get(role.mode)
     if lb is not None and svc.port is not None:

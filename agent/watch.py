@@ -30,7 +30,7 @@ from agent.local.layout import Layout
 
 log = logging.getLogger("agent.watch")
 POLL_SECONDS = 5.0
-SAFETY_MARGIN = 10.0  # seconds kept in hand before a spot instance is taken away
+SAFETY_MARGIN = 10.0  # seconds kept in hand to take the lock before a spot instance is taken away
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,12 @@ def spot_event(notice: str, now: datetime) -> Event:
 
 def drain_budget(event: Event, stop_seconds: float, configured: float | None) -> float | None:
     """How long draining may take: a spot notice leaves ~2 minutes for draining and the
-    services' stop timeout together, less a safety margin."""
+    services' stop timeout together (`agent.ops.drain_cap`, the one rule for a stop
+    short of time)."""
+    from agent.ops import drain_cap
     limit = configured
     if event.seconds_left is not None:
-        budget = max(0.0, event.seconds_left - stop_seconds - SAFETY_MARGIN)
+        budget = drain_cap(event.seconds_left, stop_seconds)
         limit = budget if limit is None else min(limit, budget)
     return limit
 

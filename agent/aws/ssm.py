@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 from agent.aws import clients
+from agent.config.catalog import environment_problems
 from agent.config.schema import ENV_KEY as _ENV_KEY
+from agent.config.schema import ENV_KEY_EXPECTED
 from agent.errors import BadInput
 
 ENV_KEY = re.compile(_ENV_KEY)
@@ -25,11 +27,12 @@ def config_vars(config_path: str, service: str, region: str) -> dict[str, str]:
         for parameter in page["Parameters"]:
             key = parameter["Name"][len(prefix):]
             if not ENV_KEY.match(key):
-                raise BadInput(f"SSM parameter {parameter['Name']!r}: {key!r} is not an environment variable "
-                               "name ([A-Za-z_][A-Za-z0-9_]*; PORT and UNIFIED_COMMAND are the agent's); "
+                raise BadInput(f"SSM parameter {parameter['Name']!r}: {key!r} is not {ENV_KEY_EXPECTED}; "
                                "rename the parameter")
             if "\0" in parameter["Value"]:
                 raise BadInput(f"SSM parameter {parameter['Name']!r}: the value holds a NUL character, "
                                "which no environment variable can carry")
             values[key] = parameter["Value"]
+    for key, message in environment_problems(values):
+        raise BadInput(f"SSM parameter {prefix}{key}: {message}")
     return values

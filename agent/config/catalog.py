@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from agent.config import yamlsource
-from agent.config.schema import DATABASES, SCHEMA
+from agent.config.schema import DATABASES, MAX_ENV_STRING, MAX_ENVIRONMENT, SCHEMA
 from agent.config.yamlsource import KeyPath, YamlDocument, format_path
 from agent.errors import BadInput
 
@@ -268,6 +268,8 @@ def cross_check(data: dict[str, Any]) -> list[Problem]:
             if port in ports:
                 problems.append(Problem(where + ("port",), f"port {port} is already used by {format_path(ports[port])}"))
             ports.setdefault(port, where)
+        for key, message in environment_problems({**svc.get("env", {}), "UNIFIED_COMMAND": svc["command"]}):
+            problems.append(Problem(where + (("env", key) if key != "UNIFIED_COMMAND" else ("command",)), message))
         for i, other in enumerate(svc.get("after", [])):
             if other not in services or other == name:
                 problems.append(Problem(where + ("after", i), f"{other!r} is not another service in this file"))
@@ -275,6 +277,24 @@ def cross_check(data: dict[str, Any]) -> list[Problem]:
                          for n, s in services.items()})
     if cycle:
         problems.append(Problem(("services", cycle[0], "after"), f"start order has a cycle: {' -> '.join(cycle)}"))
+    return problems
+
+
+def environment_problems(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(key, message) for what exec could not carry: a "KEY=value" string over
+    MAX_ENV_STRING bytes, or an environment over MAX_ENVIRONMENT bytes in all."""
+    problems = []
+    total = 0
+    for key, value in env.items():
+        size = len(key.encode()) + 1 + len(value.encode()) + 1
+        total += size
+        if size > MAX_ENV_STRING:
+            problems.append((key, f"{size} bytes as KEY=value; a process can be given at most {MAX_ENV_STRING} "
+                                  "bytes per variable (keep large data in a file, pass its path)"))
+    if total > MAX_ENVIRONMENT and not problems:
+        key = max(env, key=lambda k: len(env[k]))
+        problems.append((key, f"the environment is {total} bytes in all; the agent allows {MAX_ENVIRONMENT} "
+                              "(keep large data in a file, pass its path)"))
     return problems
 
 

@@ -24,8 +24,18 @@ DB_NAME = {
     "x-expected": "a database name of lowercase letters, digits and '_' (at most 63)",
 }
 # Patterns end in \Z, not $: `$` also matches before a final newline ("web\n").
-ENV_KEY = r"^(?!(PORT|UNIFIED_COMMAND)\Z)[A-Za-z_][A-Za-z0-9_]{0,254}\Z"
-RESERVED_ENV = ("PORT", "UNIFIED_COMMAND")
+# Variables the agent itself sets or relies on: PORT, its own UNIFIED_* (the command,
+# the environment digest) and supervisord's SUPERVISOR_* (how a dead supervisord's
+# orphans are found). A service that set one would break the agent, so none may.
+ENV_KEY = r"^(?!(PORT\Z|UNIFIED_|SUPERVISOR_))[A-Za-z_][A-Za-z0-9_]{0,254}\Z"
+ENV_KEY_EXPECTED = ("an environment variable name ([A-Za-z_][A-Za-z0-9_]*; PORT and names starting "
+                    "UNIFIED_ or SUPERVISOR_ are the agent's)")
+# What exec can carry (Linux): one "KEY=value" string at most MAX_ARG_STRLEN (32 pages,
+# 131072 bytes), and all of the environment with the command far below ARG_MAX (2 MiB
+# with the default 8 MiB stack): the agent allows 1 MiB in all, leaving the rest to
+# what the service's own shell and children add.
+MAX_ENV_STRING = 131072
+MAX_ENVIRONMENT = 1024 * 1024
 COMMAND = {"type": "string", "pattern": r"^(?=[\s\S]*\S)[^\x00]*\Z", "x-expected": "a non-empty command"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 NON_EMPTY = {"type": "string", "pattern": r"\S", "x-expected": "a non-empty string"}
@@ -99,7 +109,7 @@ SERVICE = {
         },
         "env": {
             "type": "object",
-            "propertyNames": {"pattern": ENV_KEY, "x-expected": "an environment variable name ([A-Za-z_][A-Za-z0-9_]*; PORT and UNIFIED_COMMAND are set by the agent)"},
+            "propertyNames": {"pattern": ENV_KEY, "x-expected": ENV_KEY_EXPECTED},
             "additionalProperties": {"type": "string", "pattern": "^[^\\x00]*\\Z",
                                      "x-expected": "a string without NUL characters"},
         },

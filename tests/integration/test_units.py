@@ -149,6 +149,8 @@ def test_stop_budget_is_set_once() -> None:
     assert stop[:2] == [AGENT_IN_IMAGE, "stop"]
     lock_wait = float(stop[stop.index("--wait") + 1])
     assert lock_wait < TIMEOUT_STOP_SEC  # waiting for the lock leaves room to drain and stop
+    # the agent is told the same budget, and cuts its drain to fit it (agent.ops.drain_cap)
+    assert float(stop[stop.index("--budget") + 1]) == TIMEOUT_STOP_SEC
 
 
 def test_documentation_points_at_docs_the_image_installs(tmp_path: Path) -> None:

@@ -369,3 +369,18 @@ def test_catalog_without_databases_or_environments(tmp_path: Path) -> None:
     cat = catalog.load(write(tmp_path, MINIMAL))
     assert (cat.databases, cat.environments) == ({}, {})
     assert cat.services["web"].command == "./run"
+
+
+def test_environments_too_large_for_exec_are_refused_with_the_limit(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    big = "x" * 131072  # with its key, one byte over what exec can carry in one string
+    path = write(tmp_path, MINIMAL.replace("command: ./run", f"command: ./run\n    env: {{BLOB: '{big}'}}"))
+    code, out, err = run_validate(path, capsys)
+    assert code == 2 and "services.web.env.BLOB:" in err and "at most 131072 bytes per variable" in err, err
+    many = "\n".join(f"      K{i}: '{'y' * 100_000}'" for i in range(11))  # 1.1 MB in all, each one small
+    path = write(tmp_path, MINIMAL.replace("command: ./run", f"command: ./run\n    env:\n{many}"))
+    code, out, err = run_validate(path, capsys)
+    assert code == 2 and "the environment is" in err and "the agent allows 1048576" in err, err
+    fits = "\n".join(f"      K{i}: '{'y' * 100_000}'" for i in range(9))
+    assert run_validate(write(tmp_path, MINIMAL.replace("command: ./run", f"command: ./run\n    env:\n{fits}")),
+                        capsys)[0] == 0

@@ -113,7 +113,7 @@ def test_schema_pass_is_skipped_only_for_the_validated_bytes(tmp_path: Path) -> 
 @pytest.mark.parametrize("text,fragment", [
     ('services:\n  "web\\n": {repo: r, command: x}\n', "is not allowed as a name"),
     ('services:\n  web: {repo: r, command: x, env: {"FOO\\n": y}}\n', "environment variable name"),
-    ('services:\n  web: {repo: r, command: x, env: {PORT: "1"}}\n', "PORT and UNIFIED_COMMAND"),
+    ('services:\n  web: {repo: r, command: x, env: {PORT: "1"}}\n', "PORT and names starting UNIFIED_ or SUPERVISOR_"),
     ('services:\n  web: {repo: r, command: x, env: {A: "a\\0b"}}\n', "without NUL"),
     ('services:\n  web: {repo: r, command: "run\\0"}\n', "non-empty command"),
 ])

@@ -15,7 +15,8 @@ from agent.local.layout import Layout
 from agent.local.readiness import Readiness
 from agent.ops import format_status
 from agent.plan import Program
-from agent.watch import SAFETY_MARGIN, Event, drain_budget, spot_event
+from agent.ops import STOP_RESERVE, drain_cap
+from agent.watch import Event, drain_budget, spot_event
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -43,13 +44,19 @@ def test_an_unreadable_spot_notice_is_still_a_notice_with_two_minutes(text: str)
 
 def test_the_drain_budget_leaves_room_to_stop_within_the_notice() -> None:
     spot = Event("spot", "k", 120.0)
-    assert drain_budget(spot, 30, None) == 120 - 30 - SAFETY_MARGIN
+    assert drain_budget(spot, 30, None) == 120 - 30 - STOP_RESERVE
     assert drain_budget(spot, 30, 10) == 10                   # a smaller cap wins
-    assert drain_budget(spot, 30, 500) == 120 - 30 - SAFETY_MARGIN  # a larger one does not
+    assert drain_budget(spot, 30, 500) == 120 - 30 - STOP_RESERVE  # a larger one does not
     assert drain_budget(Event("spot", "k", 20.0), 30, None) == 0.0  # too late to drain at all
     scale_in = Event("terminating", "terminating")
     assert drain_budget(scale_in, 30, None) is None            # the load balancer's own delay
     assert drain_budget(scale_in, 30, 45) == 45
+
+
+def test_the_drain_cap_leaves_the_stop_timeouts_and_a_reserve() -> None:
+    assert drain_cap(600, 30) == 600 - 30 - STOP_RESERVE
+    assert drain_cap(35, 30) == 0.0
+    assert drain_cap(0, 0) == 0.0
 
 
 def test_the_release_key_changes_with_the_command_the_directory_and_the_baked_commits(tmp_path: Path) -> None:
