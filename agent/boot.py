@@ -74,7 +74,7 @@ def boot(layout: Layout, request: Request, say: Say = print) -> State:
         if role.mode == "review":
             require_checkouts(layout, catalog, role)
     with lock.exclusive(layout, "boot"):
-        current = state.load(layout) or State()
+        current = state.load_or_set_aside(layout, say) or State()
         who = None if request.mode == "review" else identify(Imds(deadline=request.imds_deadline))
         group = who.group if who is not None and current.hook_completed != who.identity.instance_id else None
         with Membership(group, who.identity.instance_id if who else "", who.identity.region if who else "",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from agent.errors import AgentError
 from agent.local import fs
@@ -153,6 +153,19 @@ def load(layout: Layout) -> State | None:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{path}: not an agent state file ({exc.__class__.__name__}: {exc}); "
                          "remove it, then run `agent boot`") from None
+
+
+def load_or_set_aside(layout: Layout, say: Callable[[str], None]) -> State | None:
+    """The state for a boot: a file that cannot be read is moved aside (kept for a look,
+    never deleted) with a warning, and the boot starts from nothing known. What a boot
+    must not redo lives apart from it (releases, in `Layout.releases_dir`)."""
+    try:
+        return load(layout)
+    except StateError as exc:
+        aside = layout.state_file.with_name(f"{layout.state_file.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        layout.state_file.replace(aside)
+        say(f"warning: {exc.lines[0].split(';')[0]}; moved it to {aside} and booting from a fresh state")
+        return None
 
 
 def save(layout: Layout, state: State) -> None:

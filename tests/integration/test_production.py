@@ -153,6 +153,20 @@ def test_bad_service_tags_abandon_with_nothing_started(moto_server: MotoServer, 
     assert processes_under(new_root.root) == []
 
 
+@pytest.mark.parametrize("name", ["SUPERVISOR_SERVER_URL", "UNIFIED_COMMAND", "PORT"])
+def test_a_config_var_the_agent_relies_on_is_refused_at_ssm_read(moto_server: MotoServer, imds: Any, shop_repo: Path,
+                                                                  new_root: Agent, name: str) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    moto_server.client("ssm", internal=True).put_parameter(
+        Name=f"/unified/production/echo/{name}", Value="unix:///tmp/elsewhere.sock", Type="String")
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    result = new_root("boot")
+    assert result.returncode == 2 and f"/unified/production/echo/{name}" in result.stderr, result.stderr
+    assert "are the agent's" in result.stderr and "ABANDON" in result.stderr
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+    assert target_health(moto_server, seeded.target_group_arn) == []
+
+
 def test_bad_mode_tag_is_refused(moto_server: MotoServer, imds: Any, shop_repo: Path, new_root: Agent) -> None:
     seeded = seed(moto_server, {"unified:mode": "Production", "unified:service": "echo"})
     prepare(new_root, shop_repo, moto_server, imds(seeded))

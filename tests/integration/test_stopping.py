@@ -77,3 +77,40 @@ def test_a_corrupt_state_never_blocks_a_stop(booted: tuple[Agent, Any, int], dam
     assert "warning:" in result.stdout and "without draining" in result.stdout
     assert "Traceback" not in result.stderr
     assert not serving(port) and processes_under(agent.root) == []
+
+
+def test_a_boot_sets_a_corrupt_state_aside_and_boots(booted: tuple[Agent, Any, int]) -> None:
+    agent, _, port = booted
+    state = agent.root / "var/lib/unified/state.json"
+    state.write_text(state.read_text()[:40])
+    result = agent("boot", check=True)
+    assert "warning:" in result.stdout and "moved it to" in result.stdout
+    [aside] = list(state.parent.glob("state.json.corrupt-*"))
+    assert len(aside.read_text()) == 40  # kept for a look, as it was
+    code, report = agent.status()
+    assert code == 0 and report["registrations"][0]["name"] == "prod-echo"
+    assert serving(port)
+
+
+def test_only_the_agents_user_can_take_its_lock_and_a_dead_holder_is_not_named(
+        booted: tuple[Agent, Any, int]) -> None:
+    import fcntl
+    import json
+    import subprocess
+    agent, _, _ = booted
+    lock = agent.root / "run/unified/agent.lock"
+    assert lock.stat().st_mode & 0o777 == 0o600 and lock.stat().st_uid == 0
+    # another local user cannot open it, so cannot hold it
+    grab = "import fcntl, sys; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('held')"
+    attempt = subprocess.run(["runuser", "-u", "unified", "--", "/usr/bin/python3", "-c", grab, str(lock)],
+                             capture_output=True, text=True, timeout=30)
+    assert attempt.returncode != 0 and "Permission denied" in attempt.stderr and "held" not in attempt.stdout
+    # a holder whose process is gone is not named: the lock is held, but not by it
+    dead = 2**22 + 1  # above Linux's largest pid_max: no process has it
+    with open(lock, "r+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(json.dumps({"operation": "boot", "pid": dead, "since": 0}))
+        handle.flush()
+        refused = agent("restart", "--wait", "0.5")
+    assert refused.returncode == 1 and "another operation is in progress (another process)" in refused.stderr
+    assert str(dead) not in refused.stderr
