@@ -28,7 +28,7 @@ from agent.aws.lb.kinds import LoadBalancer
 from agent.aws.membership import Drained, Membership
 from agent.config import catalog as catalogs
 from agent.config.catalog import Catalog
-from agent.errors import BadInput
+from agent.errors import AgentError, BadInput
 from agent.local import lock, state
 from agent.local.apply import Box, start_supervisord_early
 from agent.local.layout import Layout
@@ -92,7 +92,14 @@ def boot(layout: Layout, request: Request, say: Say = print) -> State:
             facts = machine.gather(layout, catalog, role, generate_secrets=role.mode == "review", config_vars=config)
             plan = make_plan(catalog, role, layout, facts)
             box = Box(layout, plan, facts, say, supervisord=early)
-            member.hold()
+            setup = member.hold()
+            if setup is not None:
+                refusal = setup.refusal()
+                if refusal is not None:
+                    raise AgentError(refusal)
+                current.warnings = setup.warnings([(r.kind, r.name) for r in plan.registrations])
+                for warning in current.warnings:
+                    log.warning("%s", warning)
             balancers = [kinds.for_record(r) for r in registrations(plan, who, current)]
             known = frozenset(kinds.for_record(r).description for r in current.registrations)
             if current.registrations and box.pending_changes():

@@ -70,7 +70,7 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
         "agent_version": current.agent_version,
         "config": {"path": current.config_path, "keys": current.config_keys} if current.config_path else {},
         "identity": asdict(current.identity) if current.identity else {},
-        "manifest": _manifest(layout),
+        "manifest": _manifest(layout), "warnings": current.warnings,
     }
     return report, 0 if ok else EXIT_NOT_READY
 
@@ -110,6 +110,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"last boot: {report['boot_seconds']:.2f}s ({steps})")
     if report.get("last_error"):
         lines.append(f"last error: {report['last_error']}")
+    lines += [f"warning: {w}" for w in report.get("warnings") or []]
     return "\n".join(lines)
 
 

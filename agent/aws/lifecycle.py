@@ -78,6 +78,62 @@ class Heartbeats:
         self.thread.join(timeout=5)
 
 
+@dataclass(frozen=True)
+class GroupSetup:
+    """What of an Auto Scaling group's setup the agent depends on (README, "Auto Scaling
+    setup"), read on the first boot of an instance."""
+
+    group: str
+    launch_hook: Hook | None
+    terminating_hook: bool
+    target_groups: tuple[str, ...]     # names of the target groups attached to the group
+    classic_elbs: tuple[str, ...]
+    warm_pool: bool
+
+    def warnings(self, registrations: list[tuple[str, str]]) -> list[str]:
+        """What is wrong for an instance that registers itself with `registrations`
+        ((kind, name) pairs)."""
+        found = []
+        if not self.terminating_hook:
+            found.append(f"group {self.group} has no terminating lifecycle hook: a scale-in terminates this "
+                         "instance at once, without draining it; add one (README, Auto Scaling setup)")
+        attached = {("target_group", n) for n in self.target_groups} | {("classic_elb", n) for n in self.classic_elbs}
+        for kind, name in registrations:
+            if (kind, name) in attached:
+                found.append(f"group {self.group} has {kind.replace('_', ' ')} {name} attached: Auto Scaling "
+                             "registers the instance too, on the group's port and before it is ready; detach it "
+                             "(the agent registers the instance itself)")
+        return found
+
+    def refusal(self) -> str | None:
+        """Why the agent cannot run in this group at all, or None."""
+        if self.warm_pool:
+            return (f"group {self.group} has a warm pool: its instances run their launch hook when they enter "
+                    "the pool and again when they leave it, and a warmed instance must not join the load "
+                    "balancer; the agent does not handle that: remove the warm pool (README, Auto Scaling setup)")
+        return None
+
+
+def read_group(group: str, instance_id: str, region: str) -> GroupSetup:
+    """The group's hooks (the launching one to complete) and the rest of its setup."""
+    client = clients.client("autoscaling", region)
+    hooks = clients.call(f"reading the lifecycle hooks of {group}", client.describe_lifecycle_hooks,
+                         AutoScalingGroupName=group).get("LifecycleHooks", [])
+    found = clients.call(f"reading the Auto Scaling group {group}", client.describe_auto_scaling_groups,
+                         AutoScalingGroupNames=[group]).get("AutoScalingGroups", [])
+    described = found[0] if found else {}
+    launch = next((h for h in hooks if h.get("LifecycleTransition") == LAUNCHING), None)
+    return GroupSetup(
+        group=group,
+        launch_hook=Hook(group, launch["LifecycleHookName"], instance_id, region,
+                         float(launch.get("HeartbeatTimeout", 3600))) if launch else None,
+        terminating_hook=any(h.get("LifecycleTransition") == TERMINATING for h in hooks),
+        target_groups=tuple(arn.split(":")[-1].split("/")[1] for arn in described.get("TargetGroupARNs", [])),
+        classic_elbs=tuple(described.get("LoadBalancerNames", [])),
+        warm_pool=bool(described.get("WarmPoolConfiguration")),
+    )
+
+
 def find_hook(group: str, instance_id: str, region: str, transition: str) -> Hook | None:
     """The group's hook for `transition` (launching or terminating), if it has one."""
     client = clients.client("autoscaling", region)

@@ -37,10 +37,10 @@ class Membership:
         self.joined: list[LoadBalancer] = []
         self._stack = ExitStack()
         self._hook: lifecycle.Hook | None = None
-        self._lookup: Future[lifecycle.Hook | None] | None = None
+        self._lookup: Future[lifecycle.GroupSetup] | None = None
         if group is not None:
             pool = ThreadPoolExecutor(1, thread_name_prefix="hook-lookup")
-            self._lookup = pool.submit(lifecycle.find_hook, group, instance_id, region, lifecycle.LAUNCHING)
+            self._lookup = pool.submit(lifecycle.read_group, group, instance_id, region)
             pool.shutdown(wait=False)
 
     def __enter__(self) -> Membership:
@@ -50,13 +50,17 @@ class Membership:
         """Take no part in the group's lifecycle (a review box): its hook is left alone."""
         self._lookup = None
 
-    def hold(self) -> lifecycle.Hook | None:
-        """Wait for the hook lookup, then keep the hook alive until the membership ends."""
-        if self._lookup is not None and self._hook is None:
-            self._hook = self._lookup.result()
-            if self._hook is not None:
-                self._stack.enter_context(self._hook.heartbeats(self.heartbeat_interval))
-        return self._hook
+    def hold(self) -> lifecycle.GroupSetup | None:
+        """Wait for the group lookup, then keep the launch hook alive until the
+        membership ends. The group's setup, to check (None: not in a group, or its hook
+        was completed by an earlier boot)."""
+        if self._lookup is None:
+            return None
+        setup = self._lookup.result()
+        if self._hook is None and setup.launch_hook is not None:
+            self._hook = setup.launch_hook
+            self._stack.enter_context(self._hook.heartbeats(self.heartbeat_interval))
+        return setup
 
     def join(self, balancers: list[LoadBalancer], service: str, known: frozenset[str] = frozenset()) -> None:
         """Register with each load balancer and wait until it sees the instance healthy.
@@ -72,7 +76,8 @@ class Membership:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stack.close()  # heartbeats stop before the hook is completed
         if exc is None:
-            hook = self.hold()
+            self.hold()
+            hook = self._hook
             if hook is not None:
                 hook.complete("CONTINUE")
                 self.say(f"lifecycle hook {hook.name}: CONTINUE")
@@ -81,7 +86,8 @@ class Membership:
             _quietly(lb.deregister, f"deregistering from {lb.description}")
         hook = self._hook
         if hook is None and self._lookup is not None:
-            hook = _quietly(self._lookup.result, "reading the launch hook")
+            setup = _quietly(self._lookup.result, "reading the launch hook")
+            hook = setup.launch_hook if setup is not None else None
         if hook is not None:
             _quietly(lambda: hook.complete("ABANDON"), f"completing {hook.name} with ABANDON")
             if isinstance(exc, AgentError):

@@ -91,6 +91,7 @@ class State:
     config_path: str | None = None             # SSM path of the config vars
     config_keys: list[str] = field(default_factory=list)               # their names, never values
     handled_events: list[str] = field(default_factory=list)            # `agent watch`: each acted on once
+    warnings: list[str] = field(default_factory=list)                  # the group's setup, found on the first boot
     booted_at: float | None = None
     boot_seconds: float | None = None
     last_error: str | None = None
@@ -129,6 +130,7 @@ class State:
             config_path=data.get("config_path"),
             config_keys=[str(k) for k in data.get("config_keys", [])],
             handled_events=[str(e) for e in data.get("handled_events", [])],
+            warnings=[str(w) for w in data.get("warnings", [])],
             booted_at=data.get("booted_at"),
             boot_seconds=data.get("boot_seconds"),
             last_error=data.get("last_error"),

@@ -97,7 +97,9 @@ def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: 
     result = new_root("boot")
     assert result.returncode == 0, result.stderr
     calls = [c.action for c in moto_server.calls[before:]]
-    assert len(calls) <= 6, calls  # the budget with IMDS tags on
+    # the budget with IMDS tags on: config vars, the group (hooks, setup), the target
+    # group, register, health, the hook
+    assert len(calls) <= 7, calls
     assert_allowed_by_the_documented_policy(moto_server.calls[before:])
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
     actions = moto_server.lifecycle_actions
@@ -167,6 +169,34 @@ def test_a_config_var_the_agent_relies_on_is_refused_at_ssm_read(moto_server: Mo
     assert target_health(moto_server, seeded.target_group_arn) == []
 
 
+def test_a_group_set_up_wrong_is_warned_of_once_in_the_log_and_in_status(moto_server: MotoServer, imds: Any,
+                                                                          shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION, terminate_hook=None)
+    moto_server.client("autoscaling", internal=True).attach_load_balancer_target_groups(
+        AutoScalingGroupName=seeded.auto_scaling_group_name, TargetGroupARNs=[seeded.target_group_arn])
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    result = new_root("boot", check=True)
+    assert "has no terminating lifecycle hook" in result.stderr, result.stderr
+    assert "has target group prod-echo attached" in result.stderr
+    again = new_root("boot", check=True)
+    assert "warning" not in again.stderr.lower()  # said once, on the first boot
+    code, report = new_root.status()
+    assert code == 0 and len(report["warnings"]) == 2
+    assert "warning: group asg-echo has no terminating lifecycle hook" in new_root("status").stdout
+
+
+def test_a_group_with_a_warm_pool_is_refused_with_the_reason(moto_server: MotoServer, imds: Any,
+                                                               shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed(moto_server, PRODUCTION)
+    moto_server.client("autoscaling", internal=True).put_warm_pool(
+        AutoScalingGroupName=seeded.auto_scaling_group_name, MinSize=1)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    result = new_root("boot")
+    assert result.returncode == 1 and "has a warm pool" in result.stderr and "ABANDON" in result.stderr
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+    assert target_health(moto_server, seeded.target_group_arn) == []
+
+
 def test_bad_mode_tag_is_refused(moto_server: MotoServer, imds: Any, shop_repo: Path, new_root: Agent) -> None:
     seeded = seed(moto_server, {"unified:mode": "Production", "unified:service": "echo"})
     prepare(new_root, shop_repo, moto_server, imds(seeded))
@@ -209,7 +239,7 @@ def test_tags_off_in_imds_fall_back_to_describe_tags(moto_server: MotoServer, im
     before = len(moto_server.calls)
     new_root("boot", check=True)
     calls = [c.action for c in moto_server.calls[before:]]
-    assert "DescribeTags" in calls and len(calls) <= 7, calls
+    assert "DescribeTags" in calls and len(calls) <= 8, calls
     assert_allowed_by_the_documented_policy(moto_server.calls[before:])
     assert get(port, "/health")["ok"]
 
