@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
                    help="cap on draining (a spot notice caps it to fit its two minutes anyway)")
     p.add_argument("--once", action="store_true", help="look once and exit (for cron-style use and tests)")
+    p = command("policy", cmd_policy, "print the least-privilege IAM policy of one service's instance role")
+    _role_args(p)
+    p.add_argument("--account", default="*", help="the AWS account id (default: any)")
+    p.add_argument("--region", default="*", help="the region (default: any)")
+    p.add_argument("--kms-key", default=None, metavar="ARN",
+                   help="the KMS key of the SecureString config vars (default: any key, through SSM only)")
     p = command("bake", cmd_bake, "put every repo at its ref under the root and build it (image build time)")
     p.add_argument("--jobs", type=int, default=4, help="repos baked in parallel (default 4)")
     p.add_argument("--steps", choices=("fetch", "build", "all"), default="all",
@@ -203,6 +209,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
                        "(a spot notice leaves two minutes)")
     say = lambda line: print(line, flush=True)  # noqa: E731  (a daemon's log is read live)
     return watch.run(_layout(args), args.interval, args.drain_timeout, args.once, say)
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from agent.aws import policy
+    from agent.config import catalog
+    if args.mode not in ("staging", "production") or not args.service:
+        raise BadInput("policy: give --mode staging|production and --service NAME")
+    cat = catalog.load(_services(args, _layout(args)))
+    print(json.dumps(policy.instance_role(cat, args.mode, args.service, args.account, args.region, args.kms_key),
+                     indent=2))
+    return 0
 
 
 def cmd_bake(args: argparse.Namespace) -> int:

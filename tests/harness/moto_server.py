@@ -122,6 +122,15 @@ class ApiCall(NamedTuple):
     action: str
 
 
+class ApiRequest(NamedTuple):
+    """One AWS request with its parameters (form fields, or the JSON body's members):
+    what an IAM check needs to know which resource a call touched."""
+
+    service: str
+    action: str
+    params: dict[str, Any]
+
+
 # --------------------------------------------------------------------------------------
 # The lifecycle calls moto lacks
 # --------------------------------------------------------------------------------------
@@ -437,15 +446,27 @@ def _buffer_body(environ: WSGIEnvironment) -> bytes:
 
 def identify(environ: WSGIEnvironment, body: bytes) -> ApiCall:
     """Name the service (SigV4 credential scope) and action (``Action`` or ``X-Amz-Target``)."""
+    request = read_request(environ, body)
+    return ApiCall(request.service, request.action)
+
+
+def read_request(environ: WSGIEnvironment, body: bytes) -> ApiRequest:
+    """The service, the action and the parameters of one request (query and form
+    protocols, or JSON with ``X-Amz-Target``)."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
     service = scope.group(1) if scope else (target.split(".", 1)[0] or "unknown")
     if target:
-        return ApiCall(service, target.rsplit(".", 1)[-1])
+        try:
+            members = json.loads(body or b"{}")
+        except ValueError:
+            members = {}
+        return ApiRequest(service, target.rsplit(".", 1)[-1], members if isinstance(members, dict) else {})
     params = parse_qs(environ.get("QUERY_STRING", ""))
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
         params.update(parse_qs(body.decode("utf-8", "replace")))
-    return ApiCall(service, params.get("Action", ["unknown"])[0])
+    flat = {key: values[0] for key, values in params.items()}
+    return ApiRequest(service, flat.get("Action", "unknown"), flat)
 
 
 def _error_response(environ: WSGIEnvironment, call: ApiCall, fault: _Fault) -> Response:
@@ -507,6 +528,7 @@ class MotoServer:
         self.emulate_draining = emulate_draining
         self._lock = threading.Lock()
         self._calls: list[ApiCall] = []
+        self._requests: list[ApiRequest] = []
         self._faults: list[_Fault] = []
         self._ledger = LifecycleLedger()
         self._app: WSGIApplication = DomainDispatcherApplication(create_backend_app)
@@ -569,6 +591,7 @@ class MotoServer:
         requests.post(f"{self.url}/moto-api/reset", timeout=30).raise_for_status()
         with self._lock:
             self._calls.clear()
+            self._requests.clear()
             self._faults.clear()
         self._ledger.clear()
         self.emulate_draining = self._default_emulate_draining
@@ -656,6 +679,18 @@ class MotoServer:
     # observations --------------------------------------------------------------------
 
     @property
+    def requests(self) -> list[ApiRequest]:
+        """Every request of the code under test, with its parameters (a snapshot)."""
+        with self._lock:
+            return list(self._requests)
+
+    def group_tags(self, group: str) -> dict[str, str]:
+        """An Auto Scaling group's tags (what IAM's autoscaling:ResourceTag/ keys see)."""
+        found = self.client("autoscaling", internal=True).describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+        groups = found.get("AutoScalingGroups", [])
+        return {t["Key"]: t["Value"] for t in groups[0].get("Tags", [])} if groups else {}
+
+    @property
     def calls(self) -> list[ApiCall]:
         """Every AWS request from code under test, in arrival order (faulted ones too)."""
         with self._lock:
@@ -728,7 +763,10 @@ class MotoServer:
         if environ.get("PATH_INFO", "").startswith("/moto-api"):
             return self._app(environ, start_response)
         if HARNESS_USER_AGENT_MARKER not in environ.get("HTTP_USER_AGENT", ""):
-            call = identify(environ, _buffer_body(environ))
+            request = read_request(environ, _buffer_body(environ))
+            with self._lock:
+                self._requests.append(request)
+            call = ApiCall(request.service, request.action)
             fault = self._take_fault(call)
             if fault is not None:
                 return _error_response(environ, call, fault)(environ, start_response)

@@ -18,7 +18,10 @@ import pytest
 
 from tests.conftest import Agent, echo_service, free_ports, processes_under
 from tests.harness.fixtures import subprocess_env
-from tests.harness.moto_server import MotoServer, seed_instance
+from agent.aws.policy import instance_role
+from agent.config import catalog
+from tests.harness import iam
+from tests.harness.moto_server import ACCOUNT_ID, MotoServer, seed_instance
 
 pytestmark = pytest.mark.integration
 
@@ -74,18 +77,16 @@ def get(port: int, path: str) -> dict[str, Any]:
 
 
 PRODUCTION = {"unified:mode": "production", "unified:service": "echo"}
-POLICY = json.loads((Path(__file__).resolve().parents[2] / "docs/iam/instance-role.json").read_text())
-PREFIX = {"ssm": "ssm", "elasticloadbalancing": "elasticloadbalancing", "autoscaling": "autoscaling", "ec2": "ec2"}
-
-
-def assert_allowed_by_the_documented_policy(calls: list[Any]) -> None:
-    """Every AWS call the agent made is granted by docs/iam/instance-role.json."""
-    allowed = set()
-    for statement in POLICY["Statement"]:
-        actions = statement["Action"]
-        allowed.update([actions] if isinstance(actions, str) else actions)
-    for call in calls:
-        assert f"{PREFIX[call.service]}:{call.action}" in allowed, f"{call} is not in the documented policy"
+def assert_allowed_by_the_service_policy(moto: MotoServer, since: int, agent: Agent, mode: str = "production",
+                                         service: str = "echo") -> None:
+    """Every AWS call the agent made since `since` is allowed by the instance-role policy
+    `agent policy` writes for its service (judged by the IAM-aware test double)."""
+    assert agent.services is not None
+    policy = instance_role(catalog.load(agent.services), mode, service, ACCOUNT_ID, moto.region)
+    requests = iam.requests_of(moto, since)
+    assert requests, "no AWS call to check"
+    for request in requests:
+        assert iam.allowed(policy, request), f"{request} is not allowed by the policy of {service} in {mode}"
 
 
 def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: Any, shop_repo: Path,
@@ -100,7 +101,7 @@ def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: 
     # the budget with IMDS tags on: config vars, the group (hooks, setup), the target
     # group, register, health, the hook
     assert len(calls) <= 7, calls
-    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
+    assert_allowed_by_the_service_policy(moto_server, before, new_root)
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
     actions = moto_server.lifecycle_actions
     assert [(a["LifecycleHookName"], a["LifecycleActionResult"]) for a in actions] == [("launching", "CONTINUE")]
@@ -197,6 +198,42 @@ def test_a_group_with_a_warm_pool_is_refused_with_the_reason(moto_server: MotoSe
     assert target_health(moto_server, seeded.target_group_arn) == []
 
 
+def test_the_service_policy_denies_what_belongs_to_another_service(moto_server: MotoServer, imds: Any,
+                                                                     shop_repo: Path, new_root: Agent) -> None:
+    """The policy of `echo` against the same calls made for `other`: every one denied
+    (and the calls for `echo` allowed, so a policy that denies everything fails here)."""
+    seeded = seed(moto_server, PRODUCTION)
+    prepare(new_root, shop_repo, moto_server, imds(seeded))
+    new_root("boot", check=True)
+    assert new_root.services is not None
+    policy = instance_role(catalog.load(new_root.services), "production", "echo", ACCOUNT_ID, moto_server.region)
+    own = {r.action: r for r in iam.requests_of(moto_server)}
+    for action in ("ssm:GetParametersByPath", "elasticloadbalancing:RegisterTargets",
+                   "autoscaling:CompleteLifecycleAction"):
+        assert iam.allowed(policy, own[action]), own[action]
+    region, account = moto_server.region, ACCOUNT_ID
+    others = [
+        iam.Request("ssm:GetParametersByPath", (f"arn:aws:ssm:{region}:{account}:parameter/unified/production/other",)),
+        iam.Request("ssm:GetParametersByPath", (f"arn:aws:ssm:{region}:{account}:parameter/unified/production",)),
+        iam.Request("ssm:GetParametersByPath", (f"arn:aws:ssm:{region}:{account}:parameter/unified/staging/echo",)),
+        iam.Request("elasticloadbalancing:RegisterTargets",
+                    (f"arn:aws:elasticloadbalancing:{region}:{account}:targetgroup/prod-other/0123456789abcdef",)),
+        iam.Request("elasticloadbalancing:DeregisterTargets",
+                    (f"arn:aws:elasticloadbalancing:{region}:{account}:targetgroup/prod-echo-x/0123456789abcdef",)),
+        iam.Request("autoscaling:CompleteLifecycleAction", own["autoscaling:CompleteLifecycleAction"].resources,
+                    {"autoscaling:ResourceTag/unified:mode": "production",
+                     "autoscaling:ResourceTag/unified:service": "other"}),
+        iam.Request("autoscaling:CompleteLifecycleAction", own["autoscaling:CompleteLifecycleAction"].resources,
+                    {"autoscaling:ResourceTag/unified:mode": "staging",
+                     "autoscaling:ResourceTag/unified:service": "echo"}),
+        iam.Request("autoscaling:CompleteLifecycleAction", own["autoscaling:CompleteLifecycleAction"].resources, {}),
+        iam.Request("autoscaling:CreateOrUpdateTags"),
+        iam.Request("ssm:PutParameter", (f"arn:aws:ssm:{region}:{account}:parameter/unified/production/echo/X",)),
+    ]
+    for request in others:
+        assert not iam.allowed(policy, request), f"{request} should be denied to echo"
+
+
 def test_bad_mode_tag_is_refused(moto_server: MotoServer, imds: Any, shop_repo: Path, new_root: Agent) -> None:
     seeded = seed(moto_server, {"unified:mode": "Production", "unified:service": "echo"})
     prepare(new_root, shop_repo, moto_server, imds(seeded))
@@ -240,7 +277,7 @@ def test_tags_off_in_imds_fall_back_to_describe_tags(moto_server: MotoServer, im
     new_root("boot", check=True)
     calls = [c.action for c in moto_server.calls[before:]]
     assert "DescribeTags" in calls and len(calls) <= 8, calls
-    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
+    assert_allowed_by_the_service_policy(moto_server, before, new_root)
     assert get(port, "/health")["ok"]
 
 
@@ -259,7 +296,7 @@ def test_restart_deregisters_and_drains_before_it_stops(moto_server: MotoServer,
     assert drained < restarted < again
     calls = [c.action for c in moto_server.calls[before:]]
     assert calls[0] == "DeregisterTargets" and "RegisterTargets" in calls
-    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
+    assert_allowed_by_the_service_policy(moto_server, before, new_root)
     assert calls.index("DeregisterTargets") < calls.index("RegisterTargets")
     assert get(port, "/health")["pid"] != old_pid
     assert target_health(moto_server, seeded.target_group_arn) == [(seeded.instance_id, "healthy")]
@@ -360,7 +397,7 @@ def test_staging_registers_with_a_classic_elb(moto_server: MotoServer, imds: Any
     prepare(new_root, shop_repo, moto_server, imds(seeded))
     before = len(moto_server.calls)
     new_root("boot", check=True)
-    assert_allowed_by_the_documented_policy(moto_server.calls[before:])
+    assert_allowed_by_the_service_policy(moto_server, before, new_root, mode="staging")
     elb = moto_server.client("elb", internal=True)
     states = elb.describe_instance_health(LoadBalancerName="stg-echo")["InstanceStates"]
     assert [(s["InstanceId"], s["State"]) for s in states] == [(seeded.instance_id, "InService")]

@@ -1,0 +1,123 @@
+"""An IAM-aware test double: does an identity policy allow a request?
+
+moto does not check resources or conditions, so this evaluates what our policies use,
+the way IAM does for a single identity policy: an explicit Deny wins; otherwise some
+Allow statement must match the action (`Action`/`NotAction`, with `*` and `?`), the
+resource (`Resource`/`NotResource`, ARN wildcards) and every condition (StringEquals,
+StringLike, StringNotEquals, ArnLike, ArnEquals, Bool, each with `...IfExists`; a key
+missing from the request fails a condition, as in IAM). Unknown operators raise, so a
+policy using one is never judged by accident.
+
+`requests_of(moto)` turns what the code under test sent to the moto server into
+`Request`s: the IAM action, the resource ARN(s) the call touches, and the condition
+keys IAM would see (a group's tags for lifecycle calls).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .moto_server import ACCOUNT_ID, MotoServer
+
+@dataclass(frozen=True)
+class Request:
+    action: str                                    # "elasticloadbalancing:RegisterTargets"
+    resources: tuple[str, ...] = ("*",)
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+def _listify(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _like(pattern: str, value: str) -> bool:
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _arn_like(pattern: str, value: str) -> bool:
+    """ARN matching is per colon-separated part, each with wildcards."""
+    p_parts, v_parts = pattern.split(":", 5), value.split(":", 5)
+    return len(p_parts) == len(v_parts) and all(_like(p, v) for p, v in zip(p_parts, v_parts))
+
+
+OPERATORS = {
+    "StringEquals": lambda want, got: got == want,
+    "StringNotEquals": lambda want, got: got != want,
+    "StringLike": lambda want, got: _like(want, got),
+    "ArnLike": lambda want, got: _arn_like(want, got),
+    "ArnEquals": lambda want, got: want == got,
+    "Bool": lambda want, got: want.lower() == got.lower(),
+}
+
+
+def _conditions_hold(conditions: Mapping[str, Mapping[str, Any]], context: Mapping[str, str]) -> bool:
+    for operator, tests in conditions.items():
+        base, if_exists = (operator[:-8], True) if operator.endswith("IfExists") else (operator, False)
+        if base not in OPERATORS:
+            raise ValueError(f"condition operator {operator} is not modelled by this test double")
+        for key, wanted in tests.items():
+            if key not in context:
+                if if_exists:
+                    continue
+                return False
+            got = context[key]
+            negative = base.startswith("StringNot")
+            results = [OPERATORS[base](w, got) for w in _listify(wanted)]
+            if not (all(results) if negative else any(results)):
+                return False
+    return True
+
+
+def _matches(statement: Mapping[str, Any], request: Request, resource: str) -> bool:
+    if "Action" in statement:
+        if not any(_like(a.lower(), request.action.lower()) for a in _listify(statement["Action"])):
+            return False
+    elif any(_like(a.lower(), request.action.lower()) for a in _listify(statement["NotAction"])):
+        return False
+    if "Resource" in statement:
+        if not any(r == "*" or _arn_like(r, resource) for r in _listify(statement["Resource"])):
+            return False
+    elif any(r == "*" or _arn_like(r, resource) for r in _listify(statement["NotResource"])):
+        return False
+    return _conditions_hold(statement.get("Condition", {}), request.context)
+
+
+def allowed(policy: Mapping[str, Any], request: Request) -> bool:
+    """True when `policy` allows `request` on every resource it touches."""
+    statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
+    for resource in request.resources:
+        if any(s["Effect"] == "Deny" and _matches(s, request, resource) for s in statements):
+            return False
+        if not any(s["Effect"] == "Allow" and _matches(s, request, resource) for s in statements):
+            return False
+    return True
+
+
+# -- what the code under test sent, as IAM sees it ------------------------------------------
+
+
+def requests_of(moto: MotoServer, since: int = 0) -> list[Request]:
+    """Every request the code under test made (from `since`, an index into
+    `moto.requests`), as IAM requests."""
+    return [to_request(moto, r.service, r.action, r.params) for r in moto.requests[since:]]
+
+
+def to_request(moto: MotoServer, service: str, action: str, params: Mapping[str, Any]) -> Request:
+    region, account = moto.region, ACCOUNT_ID
+    name = f"{service}:{action}"  # SigV4 service names are IAM's action prefixes
+    if action == "GetParametersByPath":
+        return Request(name, (f"arn:aws:ssm:{region}:{account}:parameter{str(params['Path']).rstrip('/')}",))
+    if action in ("RegisterTargets", "DeregisterTargets"):
+        return Request(name, (str(params["TargetGroupArn"]),))
+    if action in ("RegisterInstancesWithLoadBalancer", "DeregisterInstancesFromLoadBalancer"):
+        return Request(name, (f"arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/"
+                              f"{params['LoadBalancerName']}",))
+    if action in ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat"):
+        group = str(params["AutoScalingGroupName"])
+        tags = moto.group_tags(group)
+        return Request(name, (f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:"
+                              f"autoScalingGroupName/{group}",),
+                       {f"autoscaling:ResourceTag/{k}": v for k, v in tags.items()})
+    return Request(name)  # reads: no resource scoping
