@@ -19,9 +19,11 @@ internal client: never in ``MotoServer.calls``) and, for each instance,
   drains and completes the terminating hook; a detached instance shows ``Detached``;
 * **termination** (moto has terminated it, whatever the path: hook completed, ABANDON,
   hook timeout, ForceDelete, EC2 TerminateInstances): the OS shutdown is emulated as
-  systemd would run it — ``agent watch`` stopped (SIGTERM), a boot still running
-  SIGTERMed (the agent then abandons), ``agent stop --drain-timeout
-  shutdown_drain_timeout`` (the boot unit's ExecStop) — then anything left under the root
+  systemd would run it — ``agent watch`` stopped (SIGTERM), a boot still running given
+  ``boot_grace`` (5 s: EC2 takes that long to shut down, moto no time, and a boot that
+  just ABANDONed is still exiting) then SIGTERMed (the agent then abandons), ``agent stop
+  --drain-timeout shutdown_drain_timeout`` (the boot unit's ExecStop) — then anything
+  left under the root
   is killed, the emulator stopped and the root removed. The logs stay in
   ``<base>/logs`` until :meth:`SimulatedFleet.stop`.
 
@@ -158,6 +160,12 @@ class FleetInstance:
         """When the first event starting with ``what`` happened (monotonic), if it did."""
         return next((at for at, text in self.events if text.startswith(what)), None)
 
+    def happened_in_order(self, *whats: str) -> bool:
+        """Every event in ``whats`` happened, each (first occurrence) after the previous."""
+        times = [self.happened(what) for what in whats]
+        present = [t for t in times if t is not None]
+        return len(present) == len(times) and present == sorted(present)
+
 
 @dataclass
 class _Process:
@@ -250,7 +258,8 @@ class _Runner:
             self._set_phase("gone")
 
     def _provision(self) -> bool:
-        template = self.fleet.images.get(self.image_id)
+        with self.fleet._lock:
+            template = self.fleet.images.get(self.image_id)
         if template is None:
             self.error = f"no baked root for image {self.image_id}: it never boots"
             self._set_phase("no-image")
@@ -315,6 +324,12 @@ class _Runner:
         if self.watch is not None:
             self._event(f"watch stopped ({self.watch.stop()})")
         if self.boot is not None and self.boot.process.poll() is None:
+            # EC2 takes seconds to shut an instance down, moto none: a boot that has just
+            # completed its hook (an ABANDON terminates at once) may finish on its own.
+            try:
+                self.boot.process.wait(timeout=self.fleet.boot_grace)
+            except subprocess.TimeoutExpired:
+                pass
             self._event(f"boot stopped ({self.boot.stop(signal.SIGTERM, timeout=30)})")
             self.boot_code = self.boot.process.returncode
         if self.root.exists() and self.boot is not None:
@@ -415,6 +430,7 @@ class SimulatedFleet:
         boot_timeout: float = 120.0,
         stop_timeout: float = 60.0,
         shutdown_drain_timeout: float = 5.0,
+        boot_grace: float = 5.0,
         max_lifetime: float = 900.0,
     ) -> None:
         self.moto = moto
@@ -425,6 +441,7 @@ class SimulatedFleet:
         self.boot_timeout = boot_timeout
         self.stop_timeout = stop_timeout
         self.shutdown_drain_timeout = shutdown_drain_timeout
+        self.boot_grace = boot_grace
         self.max_lifetime = max_lifetime  # an instance never outlives this (a bound)
         self.base = Path(tempfile.mkdtemp(prefix="unified-fleet-", dir="/tmp"))
         self.base.chmod(0o755)  # postgres/redis users must reach the roots
@@ -439,6 +456,12 @@ class SimulatedFleet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.leftovers: list[str] = []
+
+    def add_image(self, image_id: str, root: Path) -> None:
+        """Map one more image id to a baked root (for images registered after start);
+        instances launched from it before this call stay unbootable."""
+        with self._lock:
+            self.images[image_id] = Path(root)
 
     def services_for(self, image_id: str) -> str:
         if isinstance(self.services_yaml, str):

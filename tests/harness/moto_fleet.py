@@ -392,7 +392,7 @@ def _make_terminate_instance(original: Callable[..., Any]) -> Callable[..., Any]
                 return original(self, instance_id, should_decrement)
             group, state = found[0]
             original_size = group.desired_capacity
-            activity = TerminateInstanceActivity(state.instance, original_size)
+            activity = TerminateInstanceActivity(state.instance, original_size or 0)
             if state.lifecycle_state in LEAVING_STATES:
                 return activity
             if should_decrement:

@@ -245,10 +245,8 @@ def test_a_group_boots_real_agents_serves_and_drains_on_scale_in(
         assert instance.boot_code == 0 and instance.image_id == ami, sim.summary()
         assert instance.service == "echo" and instance.port is not None
         # it waited on the launch hook until its own agent, booting, completed it
-        assert (
-            instance.happened("launched (Pending:Wait)")
-            < instance.happened("phase booting")  # type: ignore[operator]
-            < instance.happened("lifecycle InService")  # type: ignore[operator]
+        assert instance.happened_in_order(
+            "launched (Pending:Wait)", "phase booting", "lifecycle InService"
         ), instance.events
     assert len({i.root for i in booted}) == len({i.port for i in booted}) == 2
     launches = sorted(
@@ -285,10 +283,8 @@ def test_a_group_boots_real_agents_serves_and_drains_on_scale_in(
     print(f"scale-in 2 -> 1 under load: {result.summary()}")
     assert result.failed == 0 and result.requests > 50, (result.summary(), mirror.transitions)
     gone = sim.instance(leaving)
-    assert (
-        gone.happened("lifecycle Terminating:Wait")
-        < gone.happened("terminated")  # type: ignore[operator]
-        < gone.happened("phase gone")  # type: ignore[operator]
+    assert gone.happened_in_order(
+        "lifecycle Terminating:Wait", "terminated", "agent stop exited 0", "phase gone"
     ), gone.events
     watch = gone.watch_log
     assert (
