@@ -211,6 +211,7 @@ class _Runner:
         self.error: str | None = None
         self.events: list[tuple[float, str]] = []
         self.emulator: ImdsEmulator | None = None
+        self.imds_url: str | None = None  # while the emulator runs
         self.boot: _Process | None = None
         self.watch: _Process | None = None
         self.terminated = threading.Event()  # moto terminated it, or the fleet stops
@@ -274,6 +275,7 @@ class _Runner:
             tags_enabled=self.tags_enabled,
             lifecycle_state=target_lifecycle_state(self.lifecycle_state),
         ).start()
+        self.imds_url = self.emulator.url
         self.service = self.emulator.identity.tags.get("unified:service")
         self._event("provisioned")
         return True
@@ -351,6 +353,7 @@ class _Runner:
         if left:
             self.error = f"still running after kill: {left}"
         if self.emulator is not None:
+            self.imds_url = None
             self.emulator.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -382,7 +385,7 @@ class _Runner:
             root=self.root,
             ports=dict(self.ports),
             service=self.service,
-            imds_url=self.emulator.url if self.emulator is not None and self.phase != "gone" else None,
+            imds_url=self.imds_url,
             phase=self.phase,
             lifecycle_state=self.lifecycle_state,
             boot_code=self.boot_code,

@@ -39,6 +39,11 @@ PRODUCTION_TAGS = [
     {"Key": "unified:service", "Value": "echo"},
 ]
 CANDIDATE = "X-Unified-Candidate"
+# The interpreter that runs the echo service. The agent runs services as the `unified`
+# user when that user exists (as on the image; the Packer tests create it on this
+# machine), and that user cannot reach an interpreter under /root (pyenv, 0700); echo
+# needs nothing but the standard library.
+SERVICE_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 
 # --- the two images: two versions of the code, baked ------------------------------------
@@ -53,7 +58,7 @@ repos:
 services:
   echo:
     repo: shop
-    command: {sys.executable} -m testapps.echo
+    command: {SERVICE_PYTHON} -m testapps.echo
     port: 8000
     health: {{path: /health, timeout: 20}}
     load_balancer:
