@@ -1,7 +1,7 @@
 """moto patches for the simulated fleet: Auto Scaling lifecycles, images, launch templates.
 
-What moto 5.2.5 does with each call the deploy tool and the fleet need, checked against
-moto itself (``tests/integration/test_fleet_harness.py`` exercises every "patched" row):
+What moto 5.2 (5.2.0 to 5.2.5) does with each call the deploy tool and the fleet need,
+checked against moto itself (``tests/integration/test_fleet_harness.py`` exercises every "patched" row):
 
 ============================================  =========  ===============================================
 call                                          moto       here
@@ -81,9 +81,12 @@ ConditionExpression, Query                               ReturnValuesOnCondition
 **Version bound.** These patches reach into moto's model classes
 (``FakeAutoScalingGroup.set_desired_capacity``/``replace_autoscaling_group_instances``,
 ``InstanceState``, ``AutoScalingResponse`` parameter parsing, ``LaunchTemplateVersion``,
-``FakeTargetGroup.health_for``): the project must pin ``moto[server]>=5.1,<6`` (checked
-on 5.2.5). :func:`install_fleet_patches` refuses another major version by name rather
-than misbehave.
+``FakeTargetGroup.health_for``) and rely on responders that return ``ActionResult``
+objects serialised later (EC2's launch templates and images only since 5.2; 5.1.0 has no
+``ActionResult`` at all, which ``moto_server`` needs too): the project must pin
+``moto[server]>=5.2,<6``. The fleet tests pass on 5.2.0 and 5.2.5.
+:func:`install_fleet_patches` refuses another major version by name rather than
+misbehave.
 
 Everything is installed once per process (idempotent) from :class:`MotoServer`; it also
 serves ``mock_aws`` users in the process. It only changes what AWS does differently:
@@ -577,7 +580,7 @@ def install_fleet_patches() -> None:
     if major != "5":
         raise RuntimeError(
             f"tests/harness/moto_fleet.py patches moto 5 internals; moto {moto.__version__} "
-            "is installed: pin moto[server]>=5.1,<6"
+            "is installed: pin moto[server]>=5.2,<6"
         )
     _patch(AutoScalingResponse, "create_auto_scaling_group", _make_create_group)
     _patch(AutoScalingResponse, "delete_auto_scaling_group", _make_delete_group)
