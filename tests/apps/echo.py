@@ -1,5 +1,9 @@
 """A test service: /health, /env?key=K (echoes one variable), /slow?ms=N (keeps a
-request in flight). Test-only: a real service must never echo its environment."""
+request in flight). Test-only: a real service must never echo its environment.
+
+``VERSION`` is part of the code, not of its configuration: the fleet tests commit a
+change to it so that two baked images are two versions of the code, and every answer
+says which one served it."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+VERSION = "1"
+
 
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -20,14 +26,14 @@ class Echo(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         if url.path == "/health":
-            body = {"ok": True, "pid": os.getpid()}
+            body = {"ok": True, "pid": os.getpid(), "version": VERSION}
         elif url.path == "/env":
             key = query.get("key", [""])[0]
             body = {"key": key, "value": os.environ.get(key)}
         elif url.path == "/slow":
             ms = min(int(query.get("ms", ["200"])[0]), 10_000)
             time.sleep(ms / 1000)
-            body = {"slept_ms": ms, "pid": os.getpid()}
+            body = {"slept_ms": ms, "pid": os.getpid(), "version": VERSION}
         else:
             self.send_error(404)
             return

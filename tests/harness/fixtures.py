@@ -13,6 +13,12 @@
   keeps HAProxy's server states equal to the moto target group's (see ``haproxy.py``).
 * ``load``: factory; ``load(url, duration_s, connections, path)`` starts wrk
   (:func:`tests.harness.load.start_load`), stopped after the test if still running.
+* ``alb_mirror``: factory; ``alb_mirror(listener_arn, **options)`` starts an
+  :class:`AlbMirror` (HAProxy following one moto ALB listener: weights, header rules,
+  target health), stopped after the test.
+* ``fleet``: factory; ``fleet(images, services_yaml=None, **options)`` starts a
+  :class:`SimulatedFleet` (a real agent on every instance moto's Auto Scaling
+  launches); after the test it is stopped, and anything it left running fails the test.
 
 Several instances behind one target group and one Auto Scaling group: seed them with
 :func:`tests.harness.moto_server.seed_group` and give each ``imds(seeded)``.
@@ -26,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from .alb import AlbMirror
 from .haproxy import Haproxy, TargetGroupMirror
 from .imds import ImdsEmulator, InstanceIdentity
 from .load import LoadHandle, start_load
@@ -160,3 +167,44 @@ def load() -> Iterator[LoadFactory]:
     yield make
     for handle in started:
         handle.__exit__(None, None, None)
+
+
+# --- the simulated fleet and its load balancer ------------------------------------------
+
+AlbFactory = Callable[..., AlbMirror]
+FleetFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def alb_mirror(moto_server: MotoServer) -> Iterator[AlbFactory]:
+    """Factory: ``alb_mirror(listener_arn, **options)`` starts an :class:`AlbMirror` on
+    the test's moto server (synced once before it returns), stopped after the test."""
+    started: list[AlbMirror] = []
+
+    def make(listener_arn: str, **options: Any) -> AlbMirror:
+        mirror = AlbMirror(moto_server, listener_arn, **options)
+        started.append(mirror.start())
+        return mirror
+
+    yield make
+    for mirror in reversed(started):
+        mirror.stop()
+
+
+@pytest.fixture
+def fleet(moto_server: MotoServer) -> Iterator[FleetFactory]:
+    """Factory: ``fleet(images, services_yaml=None, **options)`` starts a
+    :class:`tests.harness.fleet.SimulatedFleet`; after the test every instance is shut
+    down, and a process still running under the fleet's directory fails the test."""
+    from .fleet import SimulatedFleet  # imports tests.conftest: only when used
+
+    started: list[SimulatedFleet] = []
+
+    def make(images: Mapping[str, Any], services_yaml: Any = None, **options: Any) -> SimulatedFleet:
+        simulated = SimulatedFleet(moto_server, images, services_yaml, **options)
+        started.append(simulated.start())
+        return simulated
+
+    yield make
+    leftovers = [left for simulated in reversed(started) for left in simulated.stop()]
+    assert leftovers == [], f"the fleet left processes running: {leftovers}"

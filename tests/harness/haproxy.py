@@ -266,13 +266,13 @@ backend {BACKEND}
         if answer:
             raise HaproxyError(f"set server {server} state {state}: {answer}")
 
-    def states(self) -> dict[str, str]:
+    def states(self, backend: str = BACKEND) -> dict[str, str]:
         """Each server's administrative state: "ready", "drain" or "maint".
 
-        From ``show servers state be``: a version line, a ``#`` header naming the
+        From ``show servers state <backend>``: a version line, a ``#`` header naming the
         columns, then one line per server; ``srv_admin_state`` is a bit field.
         """
-        text = self.command(f"show servers state {BACKEND}")
+        text = self.command(f"show servers state {backend}")
         lines = [line for line in text.splitlines() if line.strip()]
         header = next((line for line in lines if line.startswith("#")), None)
         if header is None:

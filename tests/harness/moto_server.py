@@ -97,6 +97,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_input_stream
 
+from .moto_fleet import install_fleet_patches
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -523,6 +525,7 @@ class MotoServer:
     def __init__(self, region: str = REGION, *, emulate_draining: bool = True) -> None:
         install_lifecycle_actions()
         install_draining()
+        install_fleet_patches()  # after install_lifecycle_actions: it wraps those two calls
         self.region = region
         self._default_emulate_draining = emulate_draining
         self.emulate_draining = emulate_draining
