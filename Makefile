@@ -30,7 +30,7 @@ unit: venv                  ## the fast tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(PY) -m mypy agent
+	$(PY) -m mypy agent fleet
 
 bench: setup venv           ## benchmarks (not tests): figures go to docs/benchmarks.md
 	$(PY) benchmarks/boot.py
@@ -44,7 +44,7 @@ setup:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml $(shell find agent units -type f -not -name "*.pyc")
+$(VENV)/.installed: setup.cfg pyproject.toml $(shell find agent fleet units -type f -not -name "*.pyc")
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet '.[test]'

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Callable
 
-from agent.aws import lifecycle
+from agent.aws import ec2, lifecycle
 from agent.aws.lb import kinds
 from agent.aws.lb.kinds import LoadBalancer
 from agent.errors import AgentError
@@ -33,7 +33,7 @@ class Membership:
 
     def __init__(self, group: str | None, instance_id: str, region: str, say: Say,
                  heartbeat_interval: float | None = None):
-        self.instance_id, self.say, self.heartbeat_interval = instance_id, say, heartbeat_interval
+        self.instance_id, self.region, self.say, self.heartbeat_interval = instance_id, region, say, heartbeat_interval
         self.joined: list[LoadBalancer] = []
         self._stack = ExitStack()
         self._hook: lifecycle.Hook | None = None
@@ -84,6 +84,10 @@ class Membership:
             return
         for lb in self.joined:
             _quietly(lb.deregister, f"deregistering from {lb.description}")
+        if self.instance_id:  # on EC2: the deploy tool shows this as the reason
+            reason = exc.lines[0] if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+            _quietly(lambda: ec2.say_why_boot_failed(self.instance_id, self.region, reason),
+                     "tagging the instance with why its boot failed")
         hook = self._hook
         if hook is None and self._lookup is not None:
             setup = _quietly(self._lookup.result, "reading the launch hook")

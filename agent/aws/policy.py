@@ -65,6 +65,13 @@ def instance_role(catalog: Catalog, mode: str, service: str, account: str = "*",
                        "elasticloadbalancing:DeregisterInstancesFromLoadBalancer"],
             "Resource": [f"arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/{name}" for name in lb.names]})
     statements.append({
+        "Sid": "SayWhyABootFailed", "Effect": "Allow", "Action": "ec2:CreateTags",
+        "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
+        # its own service's instances only, and no tag but the one the deploy tool reads
+        "Condition": {"StringEquals": {"ec2:ResourceTag/unified:mode": mode,
+                                       "ec2:ResourceTag/unified:service": service},
+                      "ForAllValues:StringEquals": {"aws:TagKeys": ["unified:boot-error"]}}})
+    statements.append({
         "Sid": "CompleteOnlyThisServicesLifecycleHooks", "Effect": "Allow",
         "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
         "Resource": f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/*",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from agent.config import yamlsource
-from agent.config.schema import DATABASES, MAX_ENV_STRING, MAX_ENVIRONMENT, SCHEMA
+from agent.config.schema import DATABASES, FLEET, MAX_ENV_STRING, MAX_ENVIRONMENT, SCHEMA
 from agent.config.yamlsource import KeyPath, YamlDocument, format_path
 from agent.errors import BadInput
 
@@ -59,6 +59,16 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """The size of a service's group in one environment (its first deploy; later ones
+    size the new group like the live one)."""
+
+    min: int
+    max: int
+    desired: int
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     repo: str
@@ -72,6 +82,14 @@ class Service:
     start_seconds: int = 1
     stop_seconds: int = 30
     load_balancer: dict[str, LoadBalancer] = field(default_factory=dict)
+    scale: dict[str, Scale] = field(default_factory=dict)
+    verify: tuple[str, ...] = ()        # paths probed before a switch (default: the health path)
+
+    @property
+    def verify_paths(self) -> tuple[str, ...]:
+        if self.verify:
+            return self.verify
+        return (self.health.path,) if self.health is not None else ("/",) if self.port is not None else ()
 
 
 @dataclass(frozen=True)
@@ -85,9 +103,29 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """An environment's fixed parts, for the deploy tool (docs/deploy.md)."""
+
+    load_balancer: str
+    launch_template: str
+    subnets: tuple[str, ...]
+    table: str
+    standby_minutes: int = 30
+    retain: int = 5
+    instance_profile: str | None = None     # with {service}: one instance role per service
+    instance_types: tuple[str, ...] = ()    # spot first, on-demand backup, from these types
+    on_demand_base: int = 1
+    verify_count: int = 5
+
+    def instance_profile_of(self, service: str) -> str | None:
+        return self.instance_profile.replace("{service}", service) if self.instance_profile else None
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     config_path: str            # SSM: <config_path>/<service>/<KEY>
+    fleet: Fleet | None = None
 
 
 @dataclass(frozen=True)
@@ -260,9 +298,19 @@ def cross_check(data: dict[str, Any]) -> list[Problem]:
         for env in svc.get("load_balancer", {}):
             if env not in envs:
                 problems.append(Problem(where + ("load_balancer", env), f"no environment {env!r} under environments"))
-        if "port" not in svc and ("health" in svc or svc.get("load_balancer")):
-            key = "health" if "health" in svc else "load_balancer"
+        if "port" not in svc and ("health" in svc or svc.get("load_balancer") or "verify" in svc):
+            key = next(k for k in ("health", "load_balancer", "verify") if svc.get(k))
             problems.append(Problem(where + (key,), "needs a port: add `port:` to the service"))
+        for env, scale in svc.get("scale", {}).items():
+            if env not in envs:
+                problems.append(Problem(where + ("scale", env), f"no environment {env!r} under environments"))
+            elif "fleet" not in (envs[env] or {}):
+                problems.append(Problem(where + ("scale", env), f"environments.{env} has no fleet section: "
+                                        "the deploy tool needs its fixed parts (docs/deploy.md)"))
+            low, high = scale.get("min", scale["desired"]), scale.get("max", scale["desired"])
+            if not low <= scale["desired"] <= high:
+                problems.append(Problem(where + ("scale", env), f"expected min <= desired <= max, got {low}, "
+                                        f"{scale['desired']}, {high}"))
         if "port" in svc:
             port = svc["port"]
             if port in ports:
@@ -273,6 +321,12 @@ def cross_check(data: dict[str, Any]) -> list[Problem]:
         for i, other in enumerate(svc.get("after", [])):
             if other not in services or other == name:
                 problems.append(Problem(where + ("after", i), f"{other!r} is not another service in this file"))
+    for env, section in envs.items():
+        profile = ((section or {}).get("fleet") or {}).get("instance_profile")
+        if profile is not None and "{service}" not in profile:
+            problems.append(Problem(("environments", env, "fleet", "instance_profile"),
+                                    "expected a name with {service} in it: each service gets its own instance "
+                                    "role (agent policy writes it)"))
     cycle = _find_cycle({n: [a for a in s.get("after", []) if a in services and a != n]
                          for n, s in services.items()})
     if cycle:
@@ -333,11 +387,23 @@ def _build(path: Path, digest: str, data: dict[str, Any]) -> Catalog:
             env=dict(s.get("env", {})), uses=tuple(s.get("uses", ())), release=s.get("release"),
             after=tuple(s.get("after", ())), start_seconds=s.get("start_seconds", 1),
             stop_seconds=s.get("stop_seconds", 30), load_balancer=lbs,
+            scale={env: Scale(c.get("min", c["desired"]), c.get("max", c["desired"]), c["desired"])
+                   for env, c in s.get("scale", {}).items()},
+            verify=tuple(s.get("verify", ())),
         )
     dbs = {kind: Database(kind, _port_of(kind, section), dict(section or {}))
            for kind, section in (data.get("databases") or {}).items()}
-    envs = {name: Environment(name, e["config_path"]) for name, e in (data.get("environments") or {}).items()}
+    envs = {name: Environment(name, e["config_path"], _fleet(e["fleet"]) if "fleet" in e else None)
+            for name, e in (data.get("environments") or {}).items()}
     return Catalog(path, digest, repos, services, dbs, envs)
+
+
+def _fleet(section: dict[str, Any]) -> Fleet:
+    defaults = {key: spec["default"] for key, spec in FLEET["properties"].items() if "default" in spec}
+    values = {**defaults, **section}
+    return Fleet(values["load_balancer"], values["launch_template"], tuple(values["subnets"]), values["table"],
+                 values["standby_minutes"], values["retain"], values.get("instance_profile"),
+                 tuple(values.get("instance_types", ())), values["on_demand_base"], values["verify_count"])
 
 
 def _load_balancer(section: dict[str, Any]) -> LoadBalancer:

@@ -90,6 +90,22 @@ LOAD_BALANCER = {
     },
 }
 
+# The deploy tool's keys (`unified`): sizes per environment, and the paths probed
+# through the candidate route before a switch. The agent ignores them.
+SCALE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["desired"],
+    "properties": {
+        "min": {"type": "integer", "minimum": 0, "maximum": 1000},
+        "max": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "desired": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+}
+URL_PATH = {"type": "string", "pattern": r"^/[\x21-\x7e]*\Z", "x-expected": "a URL path starting with '/'"}
+AWS_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}\Z",
+            "x-expected": "an AWS name or id (letters, digits, '.', '_', '/', '-')"}
+
 SERVICE = {
     "type": "object",
     "additionalProperties": False,
@@ -123,6 +139,32 @@ SERVICE = {
             "propertyNames": {"enum": ["staging", "production"]},
             "additionalProperties": LOAD_BALANCER,
         },
+        "scale": {"type": "object", "propertyNames": {"enum": ["staging", "production"]},
+                  "additionalProperties": SCALE},
+        "verify": {"type": "array", "items": URL_PATH, "minItems": 1, "maxItems": 20, "uniqueItems": True},
+    },
+}
+
+# An environment's fixed parts, made once outside the tool (docs/deploy.md).
+FLEET: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["load_balancer", "launch_template", "subnets", "table"],
+    "properties": {
+        "load_balancer": AWS_NAME,                     # the ALB whose listeners forward to the groups
+        "launch_template": AWS_NAME,                   # the tool adds a version per deploy
+        "subnets": {"type": "array", "items": AWS_NAME, "minItems": 1, "uniqueItems": True},
+        "table": AWS_NAME,                             # DynamoDB: locks and release history
+        "standby_minutes": {"type": "integer", "minimum": 0, "maximum": 10080, "default": 30},
+        "retain": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        # instance profile per service: a name with {service} in it (one role per service)
+        "instance_profile": {"type": "string", "pattern": r"^[\w+=,.@{}-]{1,128}\Z",
+                             "x-expected": "an instance profile name, with {service} for the service's name"},
+        # spot first, on-demand backup: the instance types to choose from, and how many
+        # of each group's instances are on-demand whatever the spot market does
+        "instance_types": {"type": "array", "items": AWS_NAME, "minItems": 1, "uniqueItems": True},
+        "on_demand_base": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 1},
+        "verify_count": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
     },
 }
 
@@ -152,7 +194,8 @@ SCHEMA: dict[str, Any] = {
                         "type": "string",
                         "pattern": r"^(/[A-Za-z0-9_.\-]+)+\Z",
                         "x-expected": "an SSM path like /unified/production (letters, digits, '_', '.', '-')",
-                    }
+                    },
+                    "fleet": FLEET,
                 },
             },
         },

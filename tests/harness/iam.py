@@ -25,7 +25,7 @@ from .moto_server import ACCOUNT_ID, MotoServer
 class Request:
     action: str                                    # "elasticloadbalancing:RegisterTargets"
     resources: tuple[str, ...] = ("*",)
-    context: Mapping[str, str] = field(default_factory=dict)
+    context: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)  # a tuple: a multi-valued key
 
 
 def _listify(value: Any) -> list[str]:
@@ -52,21 +52,34 @@ OPERATORS = {
 }
 
 
-def _conditions_hold(conditions: Mapping[str, Mapping[str, Any]], context: Mapping[str, str]) -> bool:
+def _conditions_hold(conditions: Mapping[str, Mapping[str, Any]],
+                     context: Mapping[str, str | tuple[str, ...]]) -> bool:
     for operator, tests in conditions.items():
-        base, if_exists = (operator[:-8], True) if operator.endswith("IfExists") else (operator, False)
-        if base not in OPERATORS:
+        quantifier, _, name = operator.rpartition(":")   # ForAllValues: / ForAnyValue: on multi-valued keys
+        base, if_exists = (name[:-8], True) if name.endswith("IfExists") else (name, False)
+        if base not in OPERATORS or quantifier not in ("", "ForAllValues", "ForAnyValue"):
             raise ValueError(f"condition operator {operator} is not modelled by this test double")
         for key, wanted in tests.items():
             if key not in context:
-                if if_exists:
+                if if_exists or quantifier == "ForAllValues":  # IAM: ForAllValues holds for no values
                     continue
                 return False
             got = context[key]
+            values = list(got) if isinstance(got, tuple) else [got]
             negative = base.startswith("StringNot")
-            results = [OPERATORS[base](w, got) for w in _listify(wanted)]
-            if not (all(results) if negative else any(results)):
-                return False
+
+            def one(value: str) -> bool:
+                results = [OPERATORS[base](w, value) for w in _listify(wanted)]
+                return all(results) if negative else any(results)
+
+            if quantifier == "ForAllValues":
+                if not all(one(v) for v in values):
+                    return False
+            elif quantifier == "ForAnyValue":
+                if not any(one(v) for v in values):
+                    return False
+            elif isinstance(got, tuple) or not one(values[0]):
+                return False  # a plain operator on a multi-valued key does not match
     return True
 
 
@@ -120,4 +133,10 @@ def to_request(moto: MotoServer, service: str, action: str, params: Mapping[str,
         return Request(name, (f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:"
                               f"autoScalingGroupName/{group}",),
                        {f"autoscaling:ResourceTag/{k}": v for k, v in tags.items()})
+    if action == "CreateTags":
+        keys = tuple(v for k, v in params.items() if k.startswith("Tag.") and k.endswith(".Key"))
+        instances = [v for k, v in params.items() if k.startswith("ResourceId.")]
+        tags = moto.instance_tags(instances[0]) if instances else {}
+        return Request(name, tuple(f"arn:aws:ec2:{region}:{account}:instance/{i}" for i in instances),
+                       {"aws:TagKeys": keys, **{f"ec2:ResourceTag/{k}": v for k, v in tags.items()}})
     return Request(name)  # reads: no resource scoping

@@ -693,6 +693,11 @@ class MotoServer:
         groups = found.get("AutoScalingGroups", [])
         return {t["Key"]: t["Value"] for t in groups[0].get("Tags", [])} if groups else {}
 
+    def instance_tags(self, instance_id: str) -> dict[str, str]:
+        """An instance's tags (what IAM's ec2:ResourceTag/ keys see)."""
+        found = self.client("ec2", internal=True).describe_instances(InstanceIds=[instance_id])
+        return {t["Key"]: t["Value"] for r in found["Reservations"] for i in r["Instances"] for t in i.get("Tags", [])}
+
     @property
     def calls(self) -> list[ApiCall]:
         """Every AWS request from code under test, in arrival order (faulted ones too)."""

@@ -253,6 +253,10 @@ def test_a_service_that_never_gets_ready_abandons(moto_server: MotoServer, imds:
     assert target_health(moto_server, seeded.target_group_arn) == []
     code, report = new_root.status()
     assert code == 3 and "echo" in report["last_error"]
+    # why, for the deploy tool: a tag on the instance itself, the one EC2 write its role may make
+    reason = moto_server.instance_tags(seeded.instance_id)["unified:boot-error"]
+    assert "echo" in reason and "not ready" in reason and len(reason) <= 256
+    assert_allowed_by_the_service_policy(moto_server, 0, new_root)
 
 
 def test_imds_unreachable_fails_clearly_after_its_deadline(shop_repo: Path, new_root: Agent,

@@ -1,0 +1,16 @@
+"""The tool's exit codes (a contract: README, "Deploying"): 0 done, 1 a service failed
+and nothing was switched for it, 2 bad input refused before any AWS write, 4 a lock is
+held. Errors are the agent's AgentError and BadInput, with one more."""
+
+from __future__ import annotations
+
+from agent.errors import AgentError
+
+EXIT_LOCKED = 4
+
+
+class LockHeld(AgentError):
+    """Another deploy holds a lock this command needs: exit 4, naming the holder."""
+
+    def __init__(self, message: str, lines: list[str] | None = None):
+        super().__init__(message, exit_code=EXIT_LOCKED, lines=lines)

@@ -1,0 +1,79 @@
+"""What a service has in an environment now: its groups, which one is live, which is
+the warm standby, which are kept for rollback, and which are left over from a deploy
+that died. Read from AWS and the release history, never from local files.
+
+For a blue/green pair the listener's weights are the truth: the live group is the
+weighted colour's (so a deploy killed right after its switch is still seen as live,
+and its record is mended). Otherwise the live group is the newest release that
+succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fleet import groups, history
+from fleet.groups import Group
+from fleet.history import Release
+from fleet.preflight import ServiceParts
+
+
+@dataclass
+class ServiceState:
+    service: str
+    groups: list[Group]
+    history: list[Release]
+    live: Group | None = None
+    standby: Group | None = None
+    live_colour: str | None = None      # a pair's weighted target group (name)
+    idle_colour: str | None = None
+    unrecorded_live: bool = False       # live by the weights, but its deploy never recorded success
+    leftovers: list[Group] = field(default_factory=list)   # half-made by a deploy that died, or failed
+    kept: list[Group] = field(default_factory=list)        # at zero, for cold rollbacks (newest first)
+
+    def release_of(self, group: Group) -> Release | None:
+        return next((r for r in self.history if r.group == group.name and r.kind == "deploy"), None)
+
+    def succeeded(self, group: Group) -> bool:
+        return any(r.group == group.name and r.result == history.SUCCEEDED for r in self.history)
+
+
+def read(env: str, part: ServiceParts, all_groups: list[Group], releases: list[Release]) -> ServiceState:
+    mine = [g for g in all_groups if g.service == part.name]
+    state = ServiceState(part.name, mine, [r for r in releases if r.service == part.name])
+    by_name = {g.name: g for g in mine}
+    if part.pair:
+        _pair(state, part)
+    else:
+        newest = history.live(state.history)
+        state.live = by_name.get(newest.group) if newest else None
+    for group in mine:
+        if group in (state.live, state.standby):
+            continue
+        if group.desired > 0 or group.instances or not state.succeeded(group):
+            state.leftovers.append(group)
+        else:
+            state.kept.append(group)
+    state.kept.sort(key=lambda g: g.deploy_id, reverse=True)
+    return state
+
+
+def _pair(state: ServiceState, part: ServiceParts) -> None:
+    by_arn = {arn: name for name, arn in part.target_groups.items()}
+    weights = part.routes[0].weights if part.routes else {}
+    live_arn = max(weights, key=lambda arn: weights[arn]) if weights else None
+    state.live_colour = by_arn.get(live_arn) if live_arn else None
+    state.idle_colour = next((n for n in part.target_groups if n != state.live_colour), None)
+    serving = [g for g in state.groups if g.desired > 0]
+    live = [g for g in serving if g.target_group == state.live_colour]
+    recorded = [g for g in live if state.succeeded(g)]
+    if recorded:
+        state.live = recorded[-1]
+    elif live:
+        state.live, state.unrecorded_live = live[-1], True
+    standby = [g for g in serving if g.target_group == state.idle_colour and state.succeeded(g)]
+    state.standby = standby[-1] if standby else None
+
+
+def all_groups(env: str) -> list[Group]:
+    return groups.groups(env)
