@@ -75,7 +75,8 @@ def drain_budget(event: Event, stop_seconds: float, configured: float | None) ->
     return limit
 
 
-def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[str], None]) -> None:
+def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[str], None],
+        imds: Imds | None = None) -> None:
     """Drain, stop, complete the terminating hook: once per event."""
     from agent import ops
     from agent.aws import lifecycle  # boto3 only now
@@ -85,13 +86,19 @@ def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[
     # is stopped (it abandons its launch hook) and the instance drained.
     wait = max(5.0, event.seconds_left - SAFETY_MARGIN) if event.seconds_left is not None else 900.0
     with lock.exclusive(layout, f"watch ({event.kind})", wait=wait, preempt=("boot",), say=say):
-        current = state.load(layout) or state.State()
+        try:
+            current = state.load(layout) or state.State()
+        except state.StateError as exc:  # what runs is found from supervisord all the same
+            say(f"warning: {exc.lines[0]}")
+            current = state.State()
         if event.key in current.handled_events:
             return
         services = current.services
         stop_seconds = max((float(p.stop_seconds) for p in current.programs), default=30.0)
         limit = drain_budget(event, stop_seconds, drain_limit)
         ident = current.identity
+        if ident is None and imds is not None and event.kind == "terminating":
+            ident = _identity(imds)  # the boot never finished: ask who this instance is
         hook = None
         if event.kind == "terminating" and ident is not None and ident.group:
             try:
@@ -111,6 +118,18 @@ def act(layout: Layout, event: Event, drain_limit: float | None, say: Callable[[
         state.save(layout, current)
 
 
+def _identity(imds: Imds) -> state.IdentityRecord | None:
+    """Who this instance is, from IMDS (its group from the aws:autoscaling:groupName tag)."""
+    from agent.aws import ec2, lifecycle
+    try:
+        who = imds.identity()
+        tags = who.tags if who.tags is not None else ec2.instance_tags(who.instance_id, who.region)
+    except AgentError as exc:
+        log.warning("watch: cannot tell who this instance is: %s", exc)
+        return None
+    return state.IdentityRecord(who.instance_id, who.region, who.availability_zone, tags.get(lifecycle.GROUP_TAG))
+
+
 def run(layout: Layout, interval: float = POLL_SECONDS, drain_limit: float | None = None,
         once: bool = False, say: Callable[[str], None] = print, imds: Imds | None = None) -> int:
     """Poll until stopped (SIGTERM/SIGINT) or, with `once`, after one look."""
@@ -128,7 +147,7 @@ def run(layout: Layout, interval: float = POLL_SECONDS, drain_limit: float | Non
             event = check(imds)
             if event is not None and event.key not in handled:
                 say(f"event: {event.kind}" + (f", {event.seconds_left:.0f}s left" if event.seconds_left is not None else ""))
-                act(layout, event, drain_limit, say)
+                act(layout, event, drain_limit, say, imds)
                 handled.add(event.key)
             failed = False
         except AgentError as exc:  # an IMDS or AWS hiccup: say so, keep watching

@@ -201,17 +201,27 @@ class Attempt:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """Each step of the undoing on its own: one that fails is said (the next deploy
+        finishes it) and never hides why the deploy failed."""
+        say = self.ctx.say
         if self.rule is not None:
-            routing.delete_rule(self.rule)
+            _undo(say, "removing the candidate route", routing.delete_rule, self.rule)
             self.rule = None
         if kind is None or self.switched:
             return
-        say = self.ctx.say
         say(f"{self.part.name}: nothing switched; removing what this deploy made")
         if self.group is not None:
-            remove_group(self.ctx, self.group, say)
+            _undo(say, f"removing {self.group}", remove_group, self.ctx, self.group, say)
         if self.template_version is not None:
-            groups.delete_template_version(self.ctx.parts.template.template_id, str(self.template_version))
+            _undo(say, "deleting its launch template version", groups.delete_template_version,
+                  self.ctx.parts.template.template_id, str(self.template_version))
+
+
+def _undo(say: Say, what: str, fn: Callable[..., None], *args: object) -> None:
+    try:
+        fn(*args)
+    except AgentError as exc:
+        say(f"{what} failed too ({exc.lines[0]}); the next deploy finishes it")
 
 
 def remove_group(ctx: Context, name: str, say: Say) -> None:
@@ -327,10 +337,17 @@ def recover(ctx: Context, part: ServiceParts) -> ServiceState:
         remove_group(ctx, group.name, ctx.say)
         if group.template_id:
             groups.delete_template_version(group.template_id, group.template_version)
+    for group in state.surplus:
+        ctx.say(f"{part.name}: {group.name} still has instances but serves no more; to zero (kept)")
+        groups.cancel_scale_down(group.name)
+        groups.resize(group.name, 0, 0)
+    if state.standby is not None and (groups.standby_ends(state.standby.name) or float("inf")) <= time.time():
+        ctx.say(f"{part.name}: the standby {state.standby.name} is past its time; to zero (kept)")
+        groups.resize(state.standby.name, 0, 0)
     for record in state.history:
         if record.result == history.RUNNING and record.deploy_id != ctx.deploy_id:
             history.finish(table, ctx.env, record, history.INTERRUPTED, "its deploy stopped before it finished")
-    if state.leftovers or state.unrecorded_live:
+    if state.leftovers or state.unrecorded_live or state.surplus or state.standby is not None:
         state = current(ctx, part)
     return state
 

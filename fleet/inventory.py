@@ -29,7 +29,13 @@ class ServiceState:
     idle_colour: str | None = None
     unrecorded_live: bool = False       # live by the weights, but its deploy never recorded success
     leftovers: list[Group] = field(default_factory=list)   # half-made by a deploy that died, or failed
-    kept: list[Group] = field(default_factory=list)        # at zero, for cold rollbacks (newest first)
+    kept: list[Group] = field(default_factory=list)        # once live, kept for cold rollbacks (newest first)
+
+    @property
+    def surplus(self) -> list[Group]:
+        """Kept groups that still have instances wanted (a deploy died before it scaled
+        the old version down): they go to zero, drained, and stay kept."""
+        return [g for g in self.kept if g.desired > 0]
 
     def release_of(self, group: Group) -> Release | None:
         return next((r for r in self.history if r.group == group.name and r.kind == "deploy"), None)
@@ -50,10 +56,7 @@ def read(env: str, part: ServiceParts, all_groups: list[Group], releases: list[R
     for group in mine:
         if group in (state.live, state.standby):
             continue
-        if group.desired > 0 or group.instances or not state.succeeded(group):
-            state.leftovers.append(group)
-        else:
-            state.kept.append(group)
+        (state.kept if state.succeeded(group) else state.leftovers).append(group)
     state.kept.sort(key=lambda g: g.deploy_id, reverse=True)
     return state
 

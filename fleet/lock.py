@@ -119,13 +119,14 @@ class Locks:
                     self.say(f"waiting for the lock: {holder.describe()}")
             return held
 
-        held = poll(attempt, lambda h: not h, Deadline(self.wait), Backoff(1.0, 1.5, 5.0))
+        held = poll(attempt, lambda h: not h, Deadline(self.wait), Backoff(0.5, 1.5, 2.0))
         if held:
             lines = [f"locked: {h.describe()}" for h in held]
             hint = (f"waited {self.wait:.0f}s; " if self.wait else "") + \
                 "retry with --wait-lock SECONDS to queue behind it"
             raise LockHeld(lines[0] + f"; {hint}", lines=[*lines, hint])
         self._renewer.start()
+        self.say(f"locked {', '.join(self.services)} (lease {self.lease:g}s, renewed while this runs)")
         return self
 
     def _take_all(self) -> list[Holder]:

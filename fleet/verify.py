@@ -122,8 +122,9 @@ def probe(url: str, paths: tuple[str, ...], count: int, header: str | None, dead
 
         got = poll(attempt, lambda n: n >= count, deadline, Backoff(0.05, 1.5, 1.0))
         if got < count:
+            hint = "" if last[0].startswith("HTTP") else f"; is {url} reachable from here? (--probe-url)"
             raise VerifyFailed(f"{service}: GET {path} through the {'candidate' if header else 'live'} route did "
                                f"not answer 2xx {count} times in a row within {deadline.seconds:.0f}s "
-                               f"(last: {last[0]})")
+                               f"(last: {last[0]}{hint})")
         say(f"{service}: GET {path}: {count} answers 2xx in a row" + (" (candidate route)" if header else ""))
     session.close()

@@ -77,11 +77,12 @@ def call(what: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
     """`fn(**kwargs)`, with a botocore failure turned into AwsError("{what} failed: ...").
     `what` says what the agent was doing, in words an operator can act on."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
     try:
         return fn(**kwargs)
     except ClientError as exc:
         error = exc.response.get("Error", {})
         message = str(error.get("Message") or "").strip().splitlines()
         raise AwsError(what, error.get("Code"), message[0] if message else "") from None
-    except BotoCoreError as exc:
-        raise AwsError(what, None, str(exc)) from None
+    except (BotoCoreError, ResponseParserError) as exc:
+        raise AwsError(what, None, str(exc).splitlines()[0][:300]) from None

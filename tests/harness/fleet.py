@@ -10,9 +10,9 @@ internal client: never in ``MotoServer.calls``) and, for each instance,
   ``etc/unified/services.yaml`` (instances share one machine); its own IMDSv2 emulator
   (:meth:`ImdsEmulator.from_moto`: tags read live from moto, instance tags on in IMDS
   when the launch template version says ``InstanceMetadataTags: enabled``, as on EC2);
-  then ``agent boot`` (no ``--mode``: identity from IMDS, as the systemd unit does) and,
-  once it succeeded, ``agent watch --interval 0.5`` (unified-watch.service requires the
-  boot unit: no watch after a failed boot). Both are subprocesses with their own
+  then ``agent watch --interval 0.5`` and ``agent boot`` (no ``--mode``: identity from
+  IMDS), started together as the systemd units start them (unified-watch does not wait
+  for the boot, so a termination during a boot is seen). Both are subprocesses with their own
   environment (:func:`subprocess_env`), their output kept per instance;
 * **scale-in** (moto says ``Terminating:Wait`` or another leaving state): the emulator's
   ``autoscaling/target-lifecycle-state`` becomes ``Terminated``, so ``agent watch``
@@ -297,6 +297,11 @@ class _Runner:
         return _Process(process, log, out)
 
     def _boot_and_watch(self) -> None:
+        # as the units start them: watch from the start, whatever becomes of the boot, so
+        # a termination during a boot is seen (the watch stops the boot and drains)
+        self.watch = self._spawn(
+            "watch", "watch", "--interval", str(self.fleet.watch_interval)
+        )
         self._set_phase("booting")
         self.boot = self._spawn("boot", "boot")
         deadline = time.monotonic() + self.fleet.boot_timeout
@@ -315,9 +320,6 @@ class _Runner:
             return
         if self.terminated.is_set():
             return
-        self.watch = self._spawn(
-            "watch", "watch", "--interval", str(self.fleet.watch_interval)
-        )
         self._set_phase("running" if self.phase == "booting" else self.phase)
 
     def _shutdown(self) -> None:

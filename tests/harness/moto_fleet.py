@@ -18,6 +18,8 @@ ec2 CreateLaunchTemplateVersion               partial    patched: ``SourceVersio
                                                          keys of ``LaunchTemplateData`` replace them, as
                                                          on AWS); moto stored only the keys given
 ec2 DescribeLaunchTemplateVersions            yes        ($Latest/$Default/numbers; DefaultVersion flag)
+ec2 DeleteLaunchTemplateVersions              no         patched: added (a deleted version is marked and
+                                                         no longer found; the default one is refused)
 instance launched from a template version     partial    patched: tag ``aws:ec2launchtemplate:version`` and
                                                          the instance's ``LaunchTemplate.Version`` in
                                                          DescribeAutoScaling* are the version it was
@@ -115,7 +117,7 @@ from moto.autoscaling.models import (
 )
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult
-from moto.ec2.models.launch_templates import LaunchTemplateVersion
+from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateVersion
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.ec2.utils import convert_tag_spec
@@ -525,6 +527,45 @@ def _make_create_template_version(original: Callable[..., Any]) -> Callable[...,
     return create_launch_template_version
 
 
+def _delete_launch_template_versions(self: LaunchTemplates) -> Any:
+    """moto lacks it. A deleted version is marked, not removed (moto numbers versions by
+    their place in a list), and asking for it afterwards fails as on AWS; the default
+    version cannot be deleted."""
+    name = self._get_param("LaunchTemplateName")
+    template = (self.ec2_backend.get_launch_template_by_name(name) if name
+                else self.ec2_backend.get_launch_template(self._get_param("LaunchTemplateId")))
+    deleted: set[int] = template.__dict__.setdefault(_DELETED_VERSIONS, set())
+    done, refused = [], []
+    for version in self._get_param("LaunchTemplateVersions", []) or self._get_param("Versions", []):
+        number = int(version)
+        entry = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name, "VersionNumber": number}
+        if number == template.default_version_number or not 1 <= number <= len(template.versions) or \
+                number in deleted:
+            refused.append({**entry, "ResponseError": {"Code": "launchTemplateVersionDoesNotExist"
+                                                       if number != template.default_version_number
+                                                       else "launchTemplateVersionIsDefault",
+                                                       "Message": f"version {number} cannot be deleted"}})
+        else:
+            deleted.add(number)
+            done.append(entry)
+    return ActionResult({"SuccessfullyDeletedLaunchTemplateVersions": done,
+                         "UnsuccessfullyDeletedLaunchTemplateVersions": refused})
+
+
+def _make_get_version(original: Callable[..., Any]) -> Callable[..., Any]:
+    def get_version(self: Any, num: Any) -> Any:
+        version = original(self, num)
+        if version.number in self.__dict__.get(_DELETED_VERSIONS, set()):
+            from moto.ec2.exceptions import InvalidLaunchTemplateVersionNotFound
+            raise InvalidLaunchTemplateVersionNotFound(template_id=self.id, version=num)
+        return version
+
+    return get_version
+
+
+_DELETED_VERSIONS = "_unified_harness_deleted_versions"
+
+
 # --- forced target health (for the load balancer's fail-open) -------------------------
 
 _REASONS = {
@@ -593,6 +634,10 @@ def install_fleet_patches() -> None:
     _patch(AutoScalingBackend, "describe_auto_scaling_instances", _make_describe_expiring)
     _patch(AutoScalingBackend, "describe_auto_scaling_groups", _make_describe_expiring)
     _patch(LaunchTemplates, "create_launch_template_version", _make_create_template_version)
+    if not getattr(LaunchTemplates.__dict__.get("delete_launch_template_versions"), _MARK, False):
+        setattr(_delete_launch_template_versions, _MARK, True)
+        LaunchTemplates.delete_launch_template_versions = _delete_launch_template_versions  # type: ignore[attr-defined]
+    _patch(LaunchTemplate, "get_version", _make_get_version)
     _patch(FakeTargetGroup, "health_for", _make_health_for)
     current = InstanceState.__dict__["launch_template"]
     if not getattr(current.fget, _MARK, False):

@@ -1,0 +1,246 @@
+"""`unified deploy` and `unified rollback` for real, on the simulated fleet.
+
+Every instance the tool's groups launch in moto becomes a real agent (its own root,
+IMDSv2 emulator and service port) behind HAProxy mirroring the ALB's listener: its
+weights, its header rules and the target health. wrk keeps 200 ms requests in flight
+through the listener while the tool works; HAProxy retries nothing, so a request sent
+to an instance that stopped fails and is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import git_commit_all, make_stack_repo
+from tests.harness.deploy_env import ENV, PAIR, DeployEnv, seed, services_yaml
+from tests.harness.fleet import bake_image
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def baked() -> Iterator[tuple[Path, dict[str, Path], dict[str, str]]]:
+    """Three versions of the code, baked: v1, v2, and v3 whose health check fails."""
+    base = Path(tempfile.mkdtemp(prefix="unified-deploy-", dir="/tmp"))
+    base.chmod(0o755)
+    repo = make_stack_repo(base)
+    echo = repo / "testapps/echo.py"
+    commits, roots = {}, {}
+    original = echo.read_text()
+    for label in ("v1", "v2", "v3"):
+        if label != "v1":
+            text = original.replace('VERSION = "1"', f'VERSION = "{label[1:]}"')
+            if label == "v3":  # a version that never gets healthy
+                text = text.replace('if url.path == "/health":', 'if url.path == "/health-broken":')
+            echo.write_text(text)
+            git_commit_all(repo, label)
+        commits[label] = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                        text=True, check=True).stdout.strip()
+        subprocess.run(["git", "-C", str(repo), "tag", label], check=True)
+        roots[label] = bake_image(base / f"image-{label}", services_yaml(repo, label))
+    yield repo, roots, commits
+    subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+@pytest.fixture
+def prod(moto_server: Any, baked: tuple[Path, dict[str, Path], dict[str, str]], fleet: Any, alb_mirror: Any,
+         tmp_path: Path) -> DeployEnv:
+    repo, roots, commits = baked
+    return seed(moto_server, roots, commits, lambda subnets: services_yaml(repo, "main", subnets),
+                tmp_path / "services.yaml", fleet, alb_mirror)
+
+
+def deployed(prod: DeployEnv, label: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    result = prod.unified("deploy", ENV, "--image", prod.images[label], "--probe-url", prod.alb.url, *extra)
+    assert result.returncode == 0, f"deploy {label} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_a_first_deploy_then_v2_under_load_drops_nothing(prod: DeployEnv, load: Any) -> None:
+    first = deployed(prod, "v1")
+    assert "switched 1 route(s) to prod-echo-green" in first.stderr
+    assert prod.weights() == {PAIR[0]: 0, PAIR[1]: 100}
+    assert set(prod.versions(10)) == {"1"}
+    prod.alb.wait_synced()
+
+    traffic = load(prod.alb.url, 60, 8, "/slow?ms=200")
+    time.sleep(1.5)
+    second = deployed(prod, "v2")
+    time.sleep(1.0)
+    traffic.stop()
+    result = traffic.result(timeout=60)
+    print(f"deploy under load: {result.summary()}")
+    assert result.requests > 50, result.summary()
+    assert result.failed == 0, (result.summary(), second.stderr, prod.alb.counters())
+    assert prod.weights() == {PAIR[0]: 100, PAIR[1]: 0}
+    assert set(prod.versions(20)) == {"2"}
+    # every step said what it did, on stderr
+    for step in ("preflight", "instances in service", "healthy in target group", "candidate route",
+                 "switched 1 route(s) to prod-echo-blue", "stays warm as the standby"):
+        assert step in second.stderr, step
+    # the old version stays warm at full size; nothing was left behind
+    groups = prod.groups()
+    assert sorted(g["desired"] for g in groups.values()) == [2, 2]
+    assert prod.rules() == []
+
+
+def test_a_broken_version_is_never_switched_and_its_group_and_rule_go(prod: DeployEnv) -> None:
+    deployed(prod, "v1")
+    prod.alb.wait_synced()
+    before = prod.alb.counters()
+    result = prod.unified("deploy", ENV, "--image", prod.images["v3"], "--probe-url", prod.alb.url,
+                          "--boot-timeout", "60")
+    assert result.returncode == 1, result.stderr
+    # the failing instance and its agent's reason, not just "unhealthy"
+    assert "FAILED" in result.stdout and "failed to boot" in result.stdout
+    assert "i-" in result.stdout and "echo: not ready" in result.stdout, result.stdout
+    assert prod.weights() == {PAIR[0]: 0, PAIR[1]: 100}           # never switched
+    assert set(prod.versions(10)) == {"1"}
+    assert prod.rules() == []                                     # the candidate route is gone
+    assert [g["tags"]["unified:deploy"] for g in prod.groups().values()] == [
+        next(iter(prod.groups().values()))["tags"]["unified:deploy"]]  # only v1's group is left
+    prod.alb.wait_synced()
+    after = prod.alb.counters()
+    assert after[PAIR[0]].default == before[PAIR[0]].default  # no customer request reached the broken version
+    releases = prod.unified("releases", ENV, "echo")
+    assert releases.returncode == 0 and " failed " in releases.stdout and "succeeded" in releases.stdout
+
+
+def test_a_warm_rollback_under_load_takes_seconds_and_drops_nothing(prod: DeployEnv, load: Any) -> None:
+    deployed(prod, "v1")
+    deployed(prod, "v2")
+    prod.alb.wait_synced()
+    traffic = load(prod.alb.url, 30, 8, "/slow?ms=200")
+    time.sleep(1.5)
+    rolled = prod.unified("rollback", ENV, "echo", "--probe-url", prod.alb.url)
+    assert rolled.returncode == 0, rolled.stderr
+    time.sleep(1.0)
+    traffic.stop()
+    result = traffic.result(timeout=60)
+    seconds = float(rolled.stdout.split("all traffic on it ")[1].split("s after")[0])
+    print(f"warm rollback: all traffic on v1 {seconds:.2f}s after the command; load: {result.summary()}")
+    assert seconds < 10, rolled.stdout
+    assert result.failed == 0, result.summary()
+    assert set(prod.versions(20)) == {"1"}
+    assert prod.weights() == {PAIR[0]: 0, PAIR[1]: 100}
+    history = prod.unified("releases", ENV, "--json")
+    kinds = [(r["kind"], r["result"]) for r in json.loads(history.stdout)]
+    assert kinds[0] == ("rollback", "succeeded") and len(kinds) == 3
+
+
+def test_a_cold_rollback_verifies_before_it_switches(prod: DeployEnv) -> None:
+    deployed(prod, "v1")
+    deployed(prod, "v2")
+    deployed(prod, "v1")  # v2 is the warm standby now; the first v1 group is kept at zero
+    first = sorted(prod.groups())[0]
+    assert prod.groups()[first]["desired"] == 0
+    deploy_id = first.split(".")[-1]
+    rolled = prod.unified("rollback", ENV, "echo", "--to", deploy_id, "--probe-url", prod.alb.url)
+    assert rolled.returncode == 0, rolled.stderr
+    err = rolled.stderr
+    assert "cold rollback" in err
+    assert err.index("instances in service") < err.index("candidate route") < err.index("switched 1 route(s)")
+    assert set(prod.versions(10)) == {"1"}
+    assert prod.groups()[first]["desired"] == 2
+
+
+class Running:
+    """A `unified` command in the background, its stderr read line by line as it comes."""
+
+    def __init__(self, prod: DeployEnv, *args: str):
+        self.process = prod.start(*args)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, fragment: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(fragment in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no {fragment!r} in:\n{''.join(self.lines)}"
+            assert self.process.poll() is None or any(fragment in line for line in self.lines), \
+                f"exited {self.process.returncode} before {fragment!r}:\n{''.join(self.lines)}"
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        out = self.process.stdout.read() if self.process.stdout else ""
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return self.process.returncode, out, "".join(self.lines)
+
+
+def lock_holder(prod: DeployEnv) -> dict[str, Any] | None:
+    result = prod.unified("lock", "status", ENV, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["echo"]
+
+
+def test_two_deploys_at_once_one_is_refused_naming_the_holder_one_queues(prod: DeployEnv) -> None:
+    deployed(prod, "v1")
+    first = Running(prod, "deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url)
+    first.wait_for("instances in service")
+    holder = lock_holder(prod)
+    assert holder is not None and holder["phase"].startswith("echo: ")
+    refused = prod.unified("deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)
+    assert refused.returncode == 4, refused.stderr
+    assert f"held by {holder['holder']} since" in refused.stderr and holder["deploy_id"] in refused.stderr
+    assert "deploy production --image" in refused.stderr and "phase echo: " in refused.stderr
+    assert "--wait-lock" in refused.stderr
+    queued = Running(prod, "deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url,
+                     "--wait-lock", "240")
+    queued.wait_for("waiting for the lock")
+    code, _, err = first.finish()
+    assert code == 0, err
+    code, _, err = queued.finish()
+    assert code == 0, err
+    assert set(prod.versions(10)) == {"1"}
+    releases = json.loads(prod.unified("releases", ENV, "--json").stdout)
+    assert [(r["image"], r["result"]) for r in releases] == [
+        (prod.images["v1"], "succeeded"), (prod.images["v2"], "succeeded"), (prod.images["v1"], "succeeded")]
+    assert lock_holder(prod) is None
+
+
+@pytest.mark.parametrize(("phase", "marker"), [
+    ("group", "launch template version"),
+    ("boot", "instances in service"),
+    ("verify", "healthy in target group"),
+    ("switch", "switched 1 route(s)"),
+])
+def test_a_deploy_killed_in_any_phase_frees_its_lock_within_the_lease_and_is_cleaned_up(
+        prod: DeployEnv, phase: str, marker: str) -> None:
+    deployed(prod, "v1")
+    killed = Running(prod, "deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url,
+                     "--lock-lease", "4")
+    killed.wait_for(marker)
+    killed.process.send_signal(signal.SIGKILL)
+    killed.finish()
+    assert lock_holder(prod) is not None  # a dead deploy's lock outlives it, for its lease
+    started = time.monotonic()
+    after = deployed(prod, "v2", "--wait-lock", "60")
+    assert "waiting for the lock" in after.stderr
+    locked = next(line for line in after.stderr.splitlines() if "] locked echo" in line)
+    assert float(locked.split("]")[0].strip("[ s")) < 4 + 2 + 1, after.stderr  # the lease, a poll, start-up
+    assert time.monotonic() - started < 120
+    if phase == "switch":  # it switched before it died: its group serves, and is recorded as live
+        assert "recorded as live" in after.stderr
+    elif phase != "group" or "was left by deploy" in after.stderr:
+        assert "was left by deploy" in after.stderr
+    # what remains: the live version (v2) and the warm standby, nothing half-made
+    assert set(prod.versions(10)) == {"2"}
+    serving = [g for g in prod.groups().values() if g["desired"] > 0]
+    assert len(serving) == 2 and prod.rules() == []
+    releases = json.loads(prod.unified("releases", ENV, "--json").stdout)
+    assert [r["result"] for r in releases][:2] == ["succeeded", "succeeded" if phase == "switch" else "interrupted"]
