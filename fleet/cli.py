@@ -33,7 +33,13 @@ def _interrupted(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # SERVICE names may follow options (`deploy production --image AMI web`): argparse
+    # leaves those over, and only `deploy` takes them
+    args, extra = parser.parse_known_args(argv)
+    if extra and (getattr(args, "command_name", None) != "deploy" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.services_ = [*args.services_, *extra]
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -61,6 +61,7 @@ def environment(catalog: Catalog, env_name: str) -> tuple[Environment, Fleet]:
 def chosen_services(catalog: Catalog, env_name: str, names: list[str]) -> list[str]:
     """The services named (each must have `scale` in this environment), or every
     service that has one."""
+    environment(catalog, env_name)
     deployable = [n for n, s in catalog.services.items() if env_name in s.scale]
     if not names:
         if not deployable:
@@ -114,7 +115,13 @@ def check(catalog: Catalog, env_name: str, services: list[str], image: str | Non
 
 
 def _image(image: str) -> None:
-    found = aws.call(f"finding image {image}", aws.client("ec2").describe_images, ImageIds=[image]).get("Images", [])
+    try:
+        found = aws.call(f"finding image {image}", aws.client("ec2").describe_images,
+                         ImageIds=[image]).get("Images", [])
+    except aws.AwsError as exc:
+        if exc.code != "InvalidAMIID.NotFound":
+            raise
+        found = []
     if not found:
         raise BadInput(f"image {image} not found in {aws.region()}: build it (packer/README.md) or check the id")
     state = found[0].get("State", "available")

@@ -244,3 +244,75 @@ def test_a_deploy_killed_in_any_phase_frees_its_lock_within_the_lease_and_is_cle
     assert len(serving) == 2 and prod.rules() == []
     releases = json.loads(prod.unified("releases", ENV, "--json").stdout)
     assert [r["result"] for r in releases][:2] == ["succeeded", "succeeded" if phase == "switch" else "interrupted"]
+
+
+WRITES = ("Create", "Modify", "Put", "Update", "Delete", "Register", "Deregister", "Set", "Attach", "Detach",
+          "Complete", "Record", "Terminate", "Run", "Start", "Stop")
+
+
+def writes(prod: DeployEnv, since: int = 0) -> list[str]:
+    return [c.action for c in prod.moto.calls[since:] if c.action.startswith(WRITES)]
+
+
+@pytest.mark.parametrize(("edit", "args", "fragment"), [
+    (None, ("deploy", "staging", "--image", "ami-0123456789abcdef0"), "no environment 'staging'"),
+    (None, ("deploy", ENV, "--image", "ami-0123456789abcdef0", "nope"), "no service 'nope'"),
+    (None, ("deploy", ENV, "--image", "ami-0123456789abcdef0"), "image ami-0123456789abcdef0 not found"),
+    (None, ("deploy", ENV, "--image", "not-an-ami"), "expected an AMI id"),
+    (None, ("deploy", ENV, "--image", "IMAGE", "--lock-lease", "600"), "at most 120 seconds"),
+    (("launch_template: unified-production", "launch_template: missing-template"), ("deploy", ENV, "--image", "IMAGE"),
+     "launch template missing-template"),
+    (("table: unified-production-deploys", "table: missing-table"), ("deploy", ENV, "--image", "IMAGE"),
+     "table missing-table not found"),
+    (("[prod-echo-blue, prod-echo-green]", "[prod-echo-blue, prod-echo-red]"), ("deploy", ENV, "--image", "IMAGE"),
+     "prod-echo-red"),
+    (("min: 2, desired: 2, max: 4", "min: 3, desired: 2, max: 4"), ("deploy", ENV, "--image", "IMAGE"),
+     "min <= desired <= max"),
+    (("retain: 2", "retain: 0"), ("deploy", ENV, "--image", "IMAGE"), "fleet.retain"),
+    (("standby_minutes: 30", "standby_minutes: soon"), ("deploy", ENV, "--image", "IMAGE"), "standby_minutes"),
+])
+def test_bad_input_is_refused_before_any_aws_write(prod: DeployEnv, edit: tuple[str, str] | None,
+                                                   args: tuple[str, ...], fragment: str) -> None:
+    if edit is not None:
+        prod.services.write_text(prod.services.read_text().replace(*edit))
+    before = len(prod.moto.calls)
+    result = prod.unified(*[prod.images["v1"] if a == "IMAGE" else a for a in args])
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert writes(prod, before) == []
+    assert prod.groups() == {}
+
+
+def test_throttled_aws_still_deploys(prod: DeployEnv) -> None:
+    for action in ("CreateAutoScalingGroup", "DescribeAutoScalingGroups", "ModifyListener", "PutItem",
+                   "CreateLaunchTemplateVersion", "DescribeTargetHealth"):
+        prod.moto.inject_throttling(action, 2)
+    deployed(prod, "v1")
+    assert prod.moto.call_count("CreateAutoScalingGroup") == 3  # throttled twice, then through
+    assert set(prod.versions(10)) == {"1"}
+
+
+def test_the_control_a_switch_without_verifying_or_draining_fails_requests(prod: DeployEnv, load: Any) -> None:
+    """What the tool does by steps, done naively with boto3: a new group is weighted in
+    before it serves and the old one is force-deleted. Requests fail, so the zero of the
+    deploy test is a measurement."""
+    deployed(prod, "v1")
+    prod.alb.wait_synced()
+    old = next(iter(prod.groups()))
+    traffic = load(prod.alb.url, 12, 8, "/slow?ms=200")
+    time.sleep(1.5)
+    autoscaling = prod.moto.client("autoscaling")
+    template = prod.moto.client("ec2").describe_launch_templates()["LaunchTemplates"][0]["LaunchTemplateId"]
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="naive", LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+        MinSize=2, MaxSize=2, DesiredCapacity=2, VPCZoneIdentifier=",".join(prod.net.subnet_ids),
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in
+              {"unified:mode": ENV, "unified:service": "echo", "unified:target-group": PAIR[0]}.items()])
+    elbv2 = prod.moto.client("elbv2")
+    elbv2.modify_listener(ListenerArn=prod.net.listener_arn, DefaultActions=[{"Type": "forward", "ForwardConfig": {
+        "TargetGroups": [{"TargetGroupArn": prod.net.target_groups[PAIR[0]], "Weight": 100},
+                         {"TargetGroupArn": prod.net.target_groups[PAIR[1]], "Weight": 0}]}}])
+    autoscaling.delete_auto_scaling_group(AutoScalingGroupName=old, ForceDelete=True)
+    result = traffic.result(timeout=60)
+    print(f"control (switched unverified, old group force-deleted): {result.summary()}")
+    assert result.failed > 0, result.summary()
