@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("status", cmd_status, "live, standby and kept groups per service, their health, the locks")
     p.add_argument("env", metavar="ENV")
     p.add_argument("--json", action="store_true")
+    p = command("policy", cmd_policy, "print the least-privilege IAM policy of whoever deploys to ENV")
+    p.add_argument("env", metavar="ENV")
+    p.add_argument("--account", default="*", help="the AWS account id (default: any)")
+    p.add_argument("--region", default="*", help="the region (default: any)")
     lock = command("lock", lambda a, s: _usage(lock), "the deploy locks: status, release")
     locks = lock.add_subparsers(metavar="ACTION")
     p = command("status", cmd_lock_status, "each service's lock: free or held (by whom, since, doing what)", locks)
@@ -212,6 +216,12 @@ def cmd_status(args: argparse.Namespace, started: float) -> int:
     catalog, parts = _parts(args)
     data = report.status(catalog, parts, args.env)
     print(json.dumps(data, indent=2) if args.json else report.format_status(data))
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace, started: float) -> int:
+    from fleet import policy
+    print(json.dumps(policy.deployer(_catalog(args), args.env, args.account, args.region), indent=2))
     return 0
 
 

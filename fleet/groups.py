@@ -89,9 +89,17 @@ class Template:
     data: dict[str, Any]
 
 
-def template(name: str) -> Template:
-    """The fixed launch template and its default version's whole data."""
+def template(name: str, env: str) -> Template:
+    """The fixed launch template and its default version's whole data. It must carry
+    the tag `unified:mode` = `env`: the deployer's policy adds versions only to the
+    templates of its environment (fleet/policy.py)."""
     ec2 = aws.client("ec2")
+    described = aws.call(f"reading the launch template {name}", ec2.describe_launch_templates,
+                         LaunchTemplateNames=[name])["LaunchTemplates"]
+    tags = {t["Key"]: t["Value"] for t in described[0].get("Tags", [])} if described else {}
+    if tags.get(names.MODE_TAG) != env:
+        raise BadInput(f"launch template {name} is not tagged {names.MODE_TAG}={env}: tag it (the deployer's "
+                       "policy changes only its environment's template)")
     found = aws.call(f"reading the launch template {name}", ec2.describe_launch_template_versions,
                      LaunchTemplateName=name, Versions=["$Default"])["LaunchTemplateVersions"]
     if not found:

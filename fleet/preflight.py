@@ -96,7 +96,7 @@ def check(catalog: Catalog, env_name: str, services: list[str], image: str | Non
 
     if image is not None:
         attempt(f"image {image}", _image, image)
-    template = attempt(f"launch template {fleet.launch_template}", groups.template, fleet.launch_template)
+    template = attempt(f"launch template {fleet.launch_template}", groups.template, fleet.launch_template, env_name)
     attempt("subnets", _subnets, fleet.subnets)
     table = attempt(f"table {fleet.table}", _table, fleet.table)
     needs_alb = any(catalog.services[s].load_balancer.get(env_name) is not None and

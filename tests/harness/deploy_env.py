@@ -144,7 +144,8 @@ def seed(moto: MotoServer, baked: dict[str, Path], commits: dict[str, str], oper
     ec2 = moto.client("ec2", internal=True)
     ec2.create_launch_template(LaunchTemplateName=TEMPLATE, LaunchTemplateData={
         "ImageId": "ami-00000000000000000", "InstanceType": "t3.micro",
-        "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"}})
+        "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"}},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "unified:mode", "Value": ENV}]}])
     moto.client("dynamodb", internal=True).create_table(
         TableName=TABLE, BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],

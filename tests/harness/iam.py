@@ -19,7 +19,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .moto_server import ACCOUNT_ID, MotoServer
+from .moto_server import ACCOUNT_ID, RESOURCE_ID, RESOURCE_TAGS, MotoServer
 
 @dataclass(frozen=True)
 class Request:
@@ -127,12 +127,36 @@ def to_request(moto: MotoServer, service: str, action: str, params: Mapping[str,
     if action in ("RegisterInstancesWithLoadBalancer", "DeregisterInstancesFromLoadBalancer"):
         return Request(name, (f"arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/"
                               f"{params['LoadBalancerName']}",))
-    if action in ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat"):
+    if service == "autoscaling" and params.get("AutoScalingGroupName"):
         group = str(params["AutoScalingGroupName"])
-        tags = moto.group_tags(group)
+        tags = params.get(RESOURCE_TAGS, {})  # as the request found them
+        requested = _request_tags(params)
+        context: dict[str, str | tuple[str, ...]] = {
+            **{f"autoscaling:ResourceTag/{k}": v for k, v in tags.items()},
+            **{f"aws:ResourceTag/{k}": v for k, v in tags.items()},
+            **{f"aws:RequestTag/{k}": v for k, v in requested.items()}}
+        if requested:
+            context["aws:TagKeys"] = tuple(requested)
+        return Request(name, (f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:"
+                              f"autoScalingGroupName/{group}",), context)
+    if action in ("CreateOrUpdateTags", "DeleteTags"):
+        group = str(params.get("Tags.member.1.ResourceId", ""))
+        tags = params.get(RESOURCE_TAGS, {})
+        requested = _request_tags(params)
         return Request(name, (f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:"
                               f"autoScalingGroupName/{group}",),
-                       {f"autoscaling:ResourceTag/{k}": v for k, v in tags.items()})
+                       {**{f"aws:ResourceTag/{k}": v for k, v in tags.items()},
+                        **{f"aws:RequestTag/{k}": v for k, v in requested.items()}})
+    if action in ("ModifyListener", "CreateRule"):
+        return Request(name, (str(params["ListenerArn"]),))
+    if action in ("ModifyRule", "DeleteRule"):
+        return Request(name, (str(params["RuleArn"]),))
+    if service == "dynamodb" and action != "ListTables":
+        return Request(name, (f"arn:aws:dynamodb:{region}:{account}:table/{params.get('TableName')}",))
+    if action in ("CreateLaunchTemplateVersion", "DeleteLaunchTemplateVersions"):
+        tags = params.get(RESOURCE_TAGS, {})
+        return Request(name, (f"arn:aws:ec2:{region}:{account}:launch-template/{params.get(RESOURCE_ID)}",),
+                       {f"aws:ResourceTag/{k}": v for k, v in tags.items()})
     if action == "CreateTags":
         keys = tuple(v for k, v in params.items() if k.startswith("Tag.") and k.endswith(".Key"))
         instances = [v for k, v in params.items() if k.startswith("ResourceId.")]
@@ -140,3 +164,12 @@ def to_request(moto: MotoServer, service: str, action: str, params: Mapping[str,
         return Request(name, tuple(f"arn:aws:ec2:{region}:{account}:instance/{i}" for i in instances),
                        {"aws:TagKeys": keys, **{f"ec2:ResourceTag/{k}": v for k, v in tags.items()}})
     return Request(name)  # reads: no resource scoping
+
+
+def _request_tags(params: Mapping[str, Any]) -> dict[str, str]:
+    """Tags a query-protocol request sets (Tags.member.N.Key/Value)."""
+    tags = {}
+    for key, value in params.items():
+        if key.startswith("Tags.member.") and key.endswith(".Key"):
+            tags[str(value)] = str(params.get(key[:-4] + ".Value", ""))
+    return tags

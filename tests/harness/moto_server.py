@@ -124,6 +124,10 @@ class ApiCall(NamedTuple):
     action: str
 
 
+RESOURCE_TAGS = "__resource_tags"   # added to ApiRequest.params by the harness
+RESOURCE_ID = "__resource_id"
+
+
 class ApiRequest(NamedTuple):
     """One AWS request with its parameters (form fields, or the JSON body's members):
     what an IAM check needs to know which resource a call touched."""
@@ -693,6 +697,30 @@ class MotoServer:
         groups = found.get("AutoScalingGroups", [])
         return {t["Key"]: t["Value"] for t in groups[0].get("Tags", [])} if groups else {}
 
+    def _resource_tags(self, request: ApiRequest) -> dict[str, Any]:
+        """The tags, as the request found them, of the group or launch template it names:
+        what IAM's ResourceTag condition keys see (read now, since a later delete would
+        take them away)."""
+        from moto.autoscaling.models import autoscaling_backends
+        from moto.ec2.models import ec2_backends
+        found: dict[str, Any] = {}
+        group = request.params.get("AutoScalingGroupName") or request.params.get("Tags.member.1.ResourceId")
+        if request.service == "autoscaling" and group:
+            described = autoscaling_backends[ACCOUNT_ID][self.region].autoscaling_groups.get(str(group))
+            if described is not None:
+                found[RESOURCE_TAGS] = {t["Key"]: t["Value"] for t in described.tags}
+        template = request.params.get("LaunchTemplateId") or request.params.get("LaunchTemplateName")
+        if request.service == "ec2" and template:
+            backend = ec2_backends[ACCOUNT_ID][self.region]
+            try:
+                lt = (backend.get_launch_template(str(template)) if str(template).startswith("lt-")
+                      else backend.get_launch_template_by_name(str(template)))
+                found[RESOURCE_TAGS] = {t["key"]: t["value"] for t in lt.get_tags()}
+                found[RESOURCE_ID] = lt.id
+            except Exception:  # not found: the request fails in moto, as on AWS
+                pass
+        return found
+
     def instance_tags(self, instance_id: str) -> dict[str, str]:
         """An instance's tags (what IAM's ec2:ResourceTag/ keys see)."""
         found = self.client("ec2", internal=True).describe_instances(InstanceIds=[instance_id])
@@ -772,6 +800,7 @@ class MotoServer:
             return self._app(environ, start_response)
         if HARNESS_USER_AGENT_MARKER not in environ.get("HTTP_USER_AGENT", ""):
             request = read_request(environ, _buffer_body(environ))
+            request.params.update(self._resource_tags(request))
             with self._lock:
                 self._requests.append(request)
             call = ApiCall(request.service, request.action)

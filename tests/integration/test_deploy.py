@@ -316,3 +316,48 @@ def test_the_control_a_switch_without_verifying_or_draining_fails_requests(prod:
     result = traffic.result(timeout=60)
     print(f"control (switched unverified, old group force-deleted): {result.summary()}")
     assert result.failed > 0, result.summary()
+
+
+def test_every_call_the_tool_makes_is_allowed_by_the_deployer_policy_and_no_more(prod: DeployEnv) -> None:
+    from agent.config import catalog
+    from fleet.policy import deployer
+    from tests.harness import iam
+    from tests.harness.moto_server import ACCOUNT_ID
+    deployed(prod, "v1")
+    deployed(prod, "v2")
+    assert prod.unified("rollback", ENV, "echo", "--probe-url", prod.alb.url).returncode == 0
+    assert prod.unified("deploy", ENV, "--image", prod.images["v3"], "--probe-url", prod.alb.url,
+                        "--boot-timeout", "60").returncode == 1
+    for read in (("status", ENV), ("releases", ENV), ("lock", "status", ENV)):
+        assert prod.unified(*read).returncode == 0
+    policy = deployer(catalog.load(prod.services), ENV, ACCOUNT_ID, prod.moto.region)
+    tool = [r for r in prod.moto.requests if r.service in ("ec2", "autoscaling", "elasticloadbalancing",
+                                                          "dynamodb", "iam")]
+    agents = {"CompleteLifecycleAction", "RecordLifecycleActionHeartbeat", "RegisterTargets",
+              "DeregisterTargets", "CreateTags", "GetParametersByPath", "DescribeLifecycleHooks"}
+    checked = 0
+    for request in tool:
+        if request.action in agents:
+            continue  # the instances' own calls, checked against their role elsewhere
+        judged = iam.to_request(prod.moto, request.service, request.action, request.params)
+        assert iam.allowed(policy, judged), f"{judged} is not allowed by the deployer policy"
+        checked += 1
+    assert checked > 50
+    # and what belongs to another environment, or to nothing of the tool's, is denied
+    region, account = prod.moto.region, ACCOUNT_ID
+    group = f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/staging.echo.x"
+    for request in (
+        iam.Request("autoscaling:UpdateAutoScalingGroup", (group,), {"aws:ResourceTag/unified:mode": "staging"}),
+        iam.Request("autoscaling:DeleteAutoScalingGroup", (group.replace("staging", "production"),),
+                    {"aws:ResourceTag/unified:mode": "staging"}),
+        iam.Request("autoscaling:CreateAutoScalingGroup", (group.replace("staging", "production"),),
+                    {"aws:RequestTag/unified:mode": "staging"}),
+        iam.Request("elasticloadbalancing:ModifyListener",
+                    (f"arn:aws:elasticloadbalancing:{region}:{account}:listener/app/other-alb/1/2",)),
+        iam.Request("dynamodb:PutItem", (f"arn:aws:dynamodb:{region}:{account}:table/unified-staging-deploys",)),
+        iam.Request("ec2:CreateLaunchTemplateVersion", (f"arn:aws:ec2:{region}:{account}:launch-template/lt-1",),
+                    {"aws:ResourceTag/unified:mode": "staging"}),
+        iam.Request("ec2:TerminateInstances"),
+        iam.Request("elasticloadbalancing:DeleteLoadBalancer"),
+    ):
+        assert not iam.allowed(policy, request), f"{request} should be denied"
