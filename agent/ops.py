@@ -199,19 +199,18 @@ def _restart_programs(layout: Layout, current: State, targets: list[str], say: S
     for name in targets:
         record = current.program(name)
         assert record is not None
-        deadline = Deadline(record.readiness.timeout)
-        sup.stop(name)
-        sup.start(name)
-        started = time.monotonic()
+        _restart_one(layout, sup, record, say)
 
-        def check(name: str = name, record: state.ProgramRecord = record,
-                  started: float = started) -> tuple[readiness.Probe, str]:
-            info = sup.info(name)
-            return readiness.probe(record.readiness, info["statename"], up=time.monotonic() - started), \
-                info["statename"]
 
-        result = readiness.wait(check, deadline)
-        if not result.ready:
-            raise AgentError(f"{name} did not become ready after restart: {result.detail}\n"
-                             f"--- last lines of {layout.program_log(name)} ---\n{sup.log_tail(name)}")
-        say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {deadline.elapsed():.1f}s")
+def _restart_one(layout: Layout, sup: Supervisor, record: state.ProgramRecord, say: Say) -> None:
+    """Stop, start, and follow that start until ready (`readiness.Start`): a program
+    that crashes on start fails the restart, however often supervisord respawns it."""
+    name = record.name
+    deadline = Deadline(record.readiness.timeout)
+    sup.stop(name)
+    asked = readiness.Asked.around(lambda: sup.start(name))
+    result = readiness.wait(readiness.Start(record.readiness, lambda: sup.info(name), asked).check, deadline)
+    if not result.ready:
+        raise AgentError(f"{name} did not become ready after restart: {result.detail}\n"
+                         f"--- last lines of {layout.program_log(name)} ---\n{sup.log_tail(name)}")
+    say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {deadline.elapsed():.1f}s")

@@ -80,24 +80,26 @@ class Box:
         return changed
 
     # -- programs ----------------------------------------------------------------------
-    def check(self, program: Program, started: float | None = None) -> tuple[readiness.Probe, str]:
-        """Probe once. `started`: when we started it (time.monotonic()), a finer clock
-        than supervisord's whole seconds for "up for start_seconds"."""
+    def check(self, program: Program) -> readiness.Probe:
+        """Probe a program we did not just start (a second boot finding it up)."""
         info = self.supervisor.info(program.name)
-        up = time.monotonic() - started if started is not None else readiness.uptime(info)
-        return readiness.probe(program.readiness, info["statename"], up=up), info["statename"]
+        return readiness.probe(program.readiness, info["statename"], up=readiness.uptime(info))
 
     def start_and_wait(self, program: Program) -> float:
-        """Start (unless running) and wait for readiness; seconds taken."""
+        """Start (unless starting or running already) and follow that start until the
+        program is ready (`readiness.Start`); seconds taken."""
         deadline = Deadline(program.readiness.timeout)
-        started = None
-        if self.supervisor.info(program.name)["statename"] not in ("RUNNING", "STARTING"):
+        asked = None
+        state = self.supervisor.info(program.name)["statename"]
+        if state not in readiness.UP_STATES:
             if program.port is not None and readiness.port_in_use(program.port):
                 raise AgentError(f"port {program.port} is already in use by a process this box's supervisord "
                                  "does not manage; stop it, or give the program another port in services.yaml")
-            self.supervisor.start(program.name)
-            started = time.monotonic()
-        result = readiness.wait(lambda: self.check(program, started), deadline)
+            if state == "BACKOFF":  # between two respawns: supervisord would refuse a start
+                self.supervisor.stop(program.name)
+            asked = readiness.Asked.around(lambda: self.supervisor.start(program.name))
+        start = readiness.Start(program.readiness, lambda: self.supervisor.info(program.name), asked)
+        result = readiness.wait(start.check, deadline)
         if not result.ready:
             log = fs.tail(self.layout.program_log(program.name))
             raise AgentError(f"not ready: {result.detail}\n"
@@ -158,8 +160,7 @@ class Box:
             if program.kind == "service" and program.release:
                 self._release(program, current, steps)
             if running:
-                probe, _ = self.check(program)
-                if probe.ready:
+                if self.check(program).ready:
                     after_ready()
                     return
             with steps(f"start {program.name}"):

@@ -1,0 +1,174 @@
+"""Starts that must fail, and starts that were interrupted, for real.
+
+A worker that crashes on start is not ready (review boot, restart, and a production
+boot that abandons its launch hook); a first boot killed during initdb boots next
+time; a release runs once even when the agent dies right after it; a release is
+bounded in time, ended with the agent's SIGTERM, and a release left running by a
+killed agent is ended by the next boot and by `agent stop`.
+
+Every wait here waits for something observable (a process in /proc, a line of output,
+a file) within a bound, never for a guessed time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.conftest import REPO, Agent, free_ports
+from tests.harness.fixtures import subprocess_env
+from tests.harness.moto_server import MotoServer, seed_instance
+
+pytestmark = pytest.mark.integration
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def services_yaml(repo: Path, services: str, databases: str = "", environments: str = "") -> str:
+    return (f"version: 1\nrepos:\n  shop: {{url: {repo}, ref: main}}\n{databases}services:\n{services}"
+            f"{environments}")
+
+
+def spawn(agent: Agent, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The real CLI as a child in a process group of its own (as systemd starts it), its
+    output unbuffered so a line is seen when it is printed."""
+    cmd = [sys.executable, "-m", "agent", *args, "--root", str(agent.root)]
+    if agent.services is not None:
+        cmd += ["--services", str(agent.services)]
+    full_env = {**os.environ, **agent.env, **(env or {}), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=str(REPO),
+                            start_new_session=True)
+
+
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 60.0, pause: float = 0.01) -> object:
+    """Poll `probe` until it returns something true; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(pause)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float = 60.0) -> str:
+    """stdout of `proc` up to and including the first line containing `text`."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while text.encode() not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no {text!r} within {timeout:.0f}s; output so far:\n{seen.decode()}")
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"the agent ended before printing {text!r}:\n{seen.decode()}\n{err}")
+            seen += chunk
+    return seen.decode()
+
+
+def processes_with(token: str) -> list[int]:
+    """Live processes (not zombies) whose command line contains `token`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if token in cmdline and state != b"Z":
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def token() -> Iterator[str]:
+    """A sleep duration no other test (or test run on this machine) uses: what finds a
+    test's release processes in /proc. Whatever still carries it at the end is killed,
+    so a failing test leaves nothing behind."""
+    value = str(random.randint(10_000_000, 99_999_999))
+    yield value
+    for pid in processes_with(f"sleep {value}"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def release_runs(agent: Agent, service: str, marker: str) -> int:
+    log = agent.root / f"var/log/unified/{service}.release.log"
+    return log.read_text().count(marker) if log.exists() else 0
+
+
+def ready_of(agent: Agent) -> tuple[int, dict[str, bool]]:
+    code, report = agent.status()
+    return code, {p["name"]: p["ready"] for p in report["programs"]}
+
+
+def crashy(command: str) -> str:
+    return f"  crashy:\n    repo: shop\n    command: {command}\n"
+
+
+STEADY = "  steady:\n    repo: shop\n    command: exec sleep 600\n"
+
+
+# -- 1. a crash on start is not ready ----------------------------------------------------
+
+def test_a_worker_that_crashes_on_start_fails_the_boot(shop_repo: Path, new_root: Agent) -> None:
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(services_yaml(shop_repo, STEADY + crashy('"echo about to die; exit 3"')))
+    new_root("bake", check=True)
+    result = new_root("boot", "--mode", "review")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "crashy: ready" not in result.stdout
+    assert "boot failed: crashy" in result.stderr and "about to die" in result.stderr  # named, with its log
+    assert "Traceback" not in result.stderr
+    code, ready = ready_of(new_root)
+    assert code == 3 and ready == {"steady": True, "crashy": False}
+
+
+def test_restart_of_a_worker_that_now_crashes_fails(shop_repo: Path, new_root: Agent) -> None:
+    flag = new_root.root / "crash-now"
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(services_yaml(shop_repo, crashy(
+        f'"test -e {flag} && {{ echo about to die; exit 3; }}; exec sleep 600"')))
+    new_root("bake", check=True)
+    new_root("boot", "--mode", "review", check=True)
+    flag.touch()
+    result = new_root("restart", "crashy")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "crashy" in result.stderr and "about to die" in result.stderr and "ready in" not in result.stdout
+    assert "Traceback" not in result.stderr
+    code, ready = ready_of(new_root)
+    assert code == 3 and ready == {"crashy": False}
+
+
+def test_a_production_worker_that_crashes_on_start_abandons(moto_server: MotoServer, imds: object,
+                                                            shop_repo: Path, new_root: Agent) -> None:
+    seeded = seed_instance(moto_server, tags={"unified:mode": "production", "unified:service": "crashy"},
+                           auto_scaling_group="asg-crashy")
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(services_yaml(
+        shop_repo, crashy('"echo about to die; exit 3"'),
+        environments="environments:\n  production: {config_path: /unified/production}\n"))
+    new_root.env = subprocess_env(moto_server, imds(seeded))  # type: ignore[operator]
+    new_root("bake", check=True)
+    result = new_root("boot")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "crashy" in result.stderr and "about to die" in result.stderr and "ABANDON" in result.stderr
+    assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
+    assert ready_of(new_root)[0] == 3
