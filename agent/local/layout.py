@@ -96,6 +96,11 @@ class Layout:
         """A local database's data (review mode)."""
         return self.state_dir / kind
 
+    def database_scratch(self, kind: str) -> Path:
+        """The name prefix (a unique suffix per attempt) of where a local database's
+        data directory is made before it is renamed into place: never a finished one."""
+        return self.state_dir / f".{kind}.init-"
+
     @property
     def srv(self) -> Path:
         return self.root / "srv/unified"

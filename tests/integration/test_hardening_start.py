@@ -172,3 +172,44 @@ def test_a_production_worker_that_crashes_on_start_abandons(moto_server: MotoSer
     assert "crashy" in result.stderr and "about to die" in result.stderr and "ABANDON" in result.stderr
     assert [a["LifecycleActionResult"] for a in moto_server.lifecycle_actions] == ["ABANDON"]
     assert ready_of(new_root)[0] == 3
+
+
+# -- 2. initdb is complete or redone -----------------------------------------------------
+
+def test_a_first_boot_killed_during_initdb_boots_next_time(shop_repo: Path, new_root: Agent) -> None:
+    port = free_ports(1)[0]
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(services_yaml(
+        shop_repo, "  worker:\n    repo: shop\n    command: exec sleep 600\n    uses: [postgres]\n",
+        databases=f"databases:\n  postgres: {{version: 15, port: {port}}}\n"))
+    new_root("bake", check=True)
+    state_dir = new_root.root / "var/lib/unified"
+
+    def half_initialised() -> bool:
+        """initdb runs and has written PG_VERSION, not yet global/pg_control."""
+        if not any(str(new_root.root) in " ".join(map(str, cmd)) for cmd in initdb_commands()):
+            return False
+        return any(not (v.parent / "global/pg_control").exists() for v in state_dir.glob("*/PG_VERSION"))
+
+    boot = spawn(new_root, "boot", "--mode", "review")
+    try:
+        wait_for("initdb to be half way", half_initialised, timeout=120, pause=0.005)
+    finally:
+        os.killpg(boot.pid, signal.SIGKILL)  # the agent and initdb with it
+        boot.communicate(timeout=30)
+    result = new_root("boot", "--mode", "review")
+    assert result.returncode == 0, result.stdout + result.stderr
+    code, ready = ready_of(new_root)
+    assert code == 0 and ready == {"postgres": True, "worker": True}
+
+
+def initdb_commands() -> list[list[str]]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"/initdb"):
+            found.append([a.decode(errors="replace") for a in argv])
+    return found
