@@ -172,8 +172,9 @@ class Box:
         return act
 
     def _release(self, program: Program, current: state.State, steps: state.Steps) -> None:
+        """Run the release once per release key, recorded the moment it succeeds (agent.local.state)."""
         key = release_key(self.layout, program)
-        if current.releases.get(program.name) == key:
+        if state.release_done(self.layout, program.name, key, legacy=current):
             return
         with steps(f"release {program.name}"):
             log = self.layout.release_log(program.name)
@@ -185,7 +186,7 @@ class Box:
             if result.returncode != 0:
                 raise AgentError(f"release command exited {result.returncode}\n"
                                  f"--- last lines of {log} ---\n{fs.tail(log)}")
-        current.releases[program.name] = key
+        state.record_release(self.layout, program.name, key)
         self.say(f"{program.name}: release done")
 
 

@@ -87,6 +87,9 @@ class Layout:
         """One file per service: the release key last run to completion."""
         return self.state_dir / "releases"
 
+    def release_record(self, program: str) -> Path:
+        return self.releases_dir / program
+
     @property
     def secrets_dir(self) -> Path:
         """Generated credentials (local database passwords); mode 0700."""

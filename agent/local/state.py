@@ -4,6 +4,12 @@ The state file holds no secrets (no environment values), only names, readiness c
 timings and what has been done (registrations, the completed launch hook, the events
 `agent watch` acted on). It is read once per command into typed records and passed
 down; `save` writes it atomically.
+
+Releases are the exception: a release is recorded the moment it succeeds, in a file of
+its own per service (`Layout.release_record`: its release key, written atomically), not
+at the end of the boot with the rest, so that neither a crash right after it nor a lost
+or corrupt state file runs it again. `State.releases` is only read, from state files an
+older agent wrote, and such a record is moved into its own file.
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ class State:
     role: Role | None = None
     programs: list[ProgramRecord] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
-    releases: dict[str, str] = field(default_factory=dict)             # service -> release key done
+    releases: dict[str, str] = field(default_factory=dict)             # older agents' record: see release_done
     registrations: list[RegistrationRecord] = field(default_factory=list)
     identity: IdentityRecord | None = None
     hook_completed: str | None = None          # instance id whose launch hook is done
@@ -153,6 +159,25 @@ def load(layout: Layout) -> State | None:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{path}: not an agent state file ({exc.__class__.__name__}: {exc}); "
                          "remove it, then run `agent boot`") from None
+
+
+def release_done(layout: Layout, service: str, key: str, legacy: State | None = None) -> bool:
+    """Has the release `key` of `service` run to completion here? `legacy`: a state
+    whose `releases` an older agent wrote; a match there is recorded in its own file."""
+    try:
+        if layout.release_record(service).read_text().strip() == key:
+            return True
+    except OSError:
+        pass
+    if legacy is not None and legacy.releases.get(service) == key:
+        record_release(layout, service, key)
+        return True
+    return False
+
+
+def record_release(layout: Layout, service: str, key: str) -> None:
+    """Record, durably and at once, that the release `key` of `service` succeeded."""
+    fs.write(fs.FileSpec(layout.release_record(service), key + "\n", 0o644))
 
 
 def save(layout: Layout, state: State) -> None:

@@ -213,3 +213,52 @@ def initdb_commands() -> list[list[str]]:
         if argv and argv[0].endswith(b"/initdb"):
             found.append([a.decode(errors="replace") for a in argv])
     return found
+
+
+# -- 3. a release is recorded the moment it succeeds -------------------------------------
+
+def echo_with_release(repo: Path, port: int, release: str, start_delay: float = 0, extra: str = "") -> str:
+    from tests.conftest import services_python
+    return services_yaml(repo, f"""\
+  echo:
+    repo: shop
+    command: {services_python()} -m testapps.echo
+    port: {port}
+    health: {{path: /health, timeout: 30}}
+    env: {{START_DELAY: '{start_delay}'}}
+    release: {release}
+{extra}""")
+
+
+def test_a_release_is_not_run_again_after_a_crash_right_after_it(shop_repo: Path, new_root: Agent) -> None:
+    new_root.services = new_root.root / "services.yaml"
+    # the service takes 5 s to start: the boot is still running when the agent is killed
+    new_root.services.write_text(echo_with_release(shop_repo, free_ports(1)[0], '"echo release ran"', 5))
+    new_root("bake", check=True)
+    boot = spawn(new_root, "boot", "--mode", "review")
+    try:
+        read_until(boot, "echo: release done")
+    finally:
+        os.killpg(boot.pid, signal.SIGKILL)
+        boot.communicate(timeout=30)
+    assert release_runs(new_root, "echo", "release ran") == 1
+    result = new_root("boot", "--mode", "review")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "release done" not in result.stdout
+    assert release_runs(new_root, "echo", "release ran") == 1
+
+
+def test_a_release_is_not_run_again_when_the_state_file_is_lost(shop_repo: Path, new_root: Agent) -> None:
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(echo_with_release(shop_repo, free_ports(1)[0], '"echo release ran"'))
+    new_root("bake", check=True)
+    new_root("boot", "--mode", "review", check=True)
+    state_file = new_root.root / "var/lib/unified/state.json"
+    state_file.write_text("{not json")
+    corrupt = new_root("boot", "--mode", "review")
+    assert corrupt.returncode == 1 and "state.json" in corrupt.stderr  # refused, not rerun
+    state_file.unlink()
+    result = new_root("boot", "--mode", "review")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "release done" not in result.stdout
+    assert release_runs(new_root, "echo", "release ran") == 1
