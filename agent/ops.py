@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from agent.deadline import Deadline
 from agent.errors import EXIT_NOT_READY, AgentError, BadInput
-from agent.local import lock, readiness, state
+from agent.local import lock, readiness, release, state
 from agent.local.layout import Layout
 from agent.local.state import State
 from agent.local.supervisor import RPC_ERRORS, Supervisor
@@ -150,7 +150,7 @@ def stop_locked(layout: Layout, current: State | None, drain_limit: float | None
     what still serves: with nothing running (a watch already stopped the box), there is
     nothing to drain and no delay to wait."""
     sup = Supervisor(layout)
-    if not sup.running() and not sup.orphans():
+    if not sup.running() and not sup.orphans() and not release.leftovers(layout):
         return
     with _drained(current, drain_limit, say, register_after=False):
         stop_all(layout, current.services if current else [])
@@ -166,7 +166,9 @@ def _drained(current: State | None, drain_limit: float | None, say: Say, registe
 
 
 def stop_all(layout: Layout, service_names: list[str]) -> None:
-    """Stop services first (in parallel), then everything else, then supervisord."""
+    """End a release still running (its agent killed: `agent.local.release`), then stop
+    services (in parallel), then everything else, then supervisord."""
+    release.end_leftovers(layout)  # before the databases it may be using stop
     sup = Supervisor(layout)
     if not sup.running():
         sup.reap_orphans()  # a dead supervisord's programs would otherwise keep running

@@ -91,6 +91,16 @@ class Layout:
         return self.releases_dir / program
 
     @property
+    def releases_run_dir(self) -> Path:
+        """Pid files of the releases running now (agent.local.release)."""
+        return self.runtime_dir("releases")
+
+    def release_pidfile(self, program: str) -> Path:
+        """Who a running release of `program` is, so that a stop or the next boot ends it
+        even after the agent that started it died."""
+        return self.releases_run_dir / f"{program}.pid"
+
+    @property
     def secrets_dir(self) -> Path:
         """Generated credentials (local database passwords); mode 0700."""
         return self.state_dir / "secrets"

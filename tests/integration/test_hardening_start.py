@@ -262,3 +262,84 @@ def test_a_release_is_not_run_again_when_the_state_file_is_lost(shop_repo: Path,
     assert result.returncode == 0, result.stdout + result.stderr
     assert "release done" not in result.stdout
     assert release_runs(new_root, "echo", "release ran") == 1
+
+
+# -- 4. a release is bounded, and never outlives what started it -------------------------
+
+def test_a_release_that_hangs_times_out(shop_repo: Path, new_root: Agent, token: str) -> None:
+    """It ignores SIGTERM too (its children inherit that): SIGKILL follows the grace."""
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(echo_with_release(
+        shop_repo, free_ports(1)[0], f'"trap \'\' TERM; echo migrating; sleep {token} & sleep {token}; wait"',
+        extra="    release_timeout: 2\n"))
+    new_root("bake", check=True)
+    t0 = time.monotonic()
+    result = new_root("boot", "--mode", "review", timeout=120)
+    elapsed = time.monotonic() - t0
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "release of echo" in result.stderr and "release_timeout of 2s" in result.stderr
+    assert "migrating" in result.stderr  # its log tail
+    assert "Traceback" not in result.stderr
+    assert 2 + 10 <= elapsed < 60, elapsed  # the timeout, then the grace before SIGKILL
+    assert processes_with(f"sleep {token}") == []
+
+
+def test_sigterm_during_a_release_ends_it(shop_repo: Path, new_root: Agent, token: str) -> None:
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(echo_with_release(
+        shop_repo, free_ports(1)[0], f'"echo migrating; sleep {token} & sleep {token}; wait"'))
+    new_root("bake", check=True)
+    boot = spawn(new_root, "boot", "--mode", "review")
+    try:
+        wait_for("both release sleeps", lambda: len(processes_with(f"sleep {token}")) >= 3)  # bash + 2 sleeps
+        boot.send_signal(signal.SIGTERM)  # systemd's KillMode=process: the agent alone
+        try:
+            out, err = boot.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the agent was still running 60 s after SIGTERM, waiting on its release")
+    finally:
+        if boot.poll() is None:
+            os.killpg(boot.pid, signal.SIGKILL)
+            boot.communicate(timeout=30)
+    assert boot.returncode == 1, out.decode() + err.decode()
+    assert "SIGTERM" in err.decode() and "Traceback" not in err.decode()
+    assert processes_with(f"sleep {token}") == []
+
+
+def orphan_a_release(agent: Agent, shop_repo: Path, token: str) -> None:
+    """Boot with a release that hangs on its first run only, and kill -9 the agent (not
+    its group) while it runs: the release is left behind."""
+    flags = agent.root / "flags"
+    flags.mkdir()
+    flags.chmod(0o777)
+    first = flags / "first-run"
+    # a second run says whether the first is still running (anchored: not this shell's own command line)
+    release = (f'"pgrep -f \'^sleep {token}$\' >/dev/null && echo LEFTOVER STILL RUNNING; '
+               f'if test -e {first}; then echo second run; else touch {first}; echo first run; '
+               f'sleep {token} & sleep {token}; wait; fi"')
+    agent.services = agent.root / "services.yaml"
+    agent.services.write_text(echo_with_release(shop_repo, free_ports(1)[0], release))
+    agent("bake", check=True)
+    boot = spawn(agent, "boot", "--mode", "review")
+    try:
+        wait_for("the release's sleeps", lambda: len(processes_with(f"sleep {token}")) >= 3)
+    finally:
+        os.kill(boot.pid, signal.SIGKILL)
+        boot.communicate(timeout=30)
+    assert len(processes_with(f"sleep {token}")) >= 3  # left behind
+
+
+def test_the_next_boot_ends_a_release_left_by_a_killed_agent(shop_repo: Path, new_root: Agent, token: str) -> None:
+    orphan_a_release(new_root, shop_repo, token)
+    result = new_root("boot", "--mode", "review")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert processes_with(f"sleep {token}") == []
+    log = (new_root.root / "var/log/unified/echo.release.log").read_text()
+    assert "second run" in log and "LEFTOVER STILL RUNNING" not in log, log
+
+
+def test_stop_ends_a_release_left_by_a_killed_agent(shop_repo: Path, new_root: Agent, token: str) -> None:
+    orphan_a_release(new_root, shop_repo, token)
+    result = new_root("stop")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert processes_with(f"sleep {token}") == []
