@@ -141,7 +141,7 @@ def port_in_use(port: int) -> bool:
 
 def uptime(info: dict[str, Any]) -> float | None:
     """Seconds a process has been up, from supervisord's getProcessInfo (whole seconds:
-    callers that started the process themselves use their own clock)."""
+    a hint of when to look again, never a proof of readiness)."""
     if info.get("statename") in ("RUNNING", "STARTING") and info.get("start"):
         return float(info["now"] - info["start"])
     return None
