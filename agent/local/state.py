@@ -15,6 +15,7 @@ older agent wrote, and such a record is moved into its own file.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -176,8 +177,16 @@ def release_done(layout: Layout, service: str, key: str, legacy: State | None = 
 
 
 def record_release(layout: Layout, service: str, key: str) -> None:
-    """Record, durably and at once, that the release `key` of `service` succeeded."""
-    fs.write(fs.FileSpec(layout.release_record(service), key + "\n", 0o644))
+    """Record, durably and at once, that the release `key` of `service` succeeded: the
+    file is written atomically and synced, then so is the rename, so that not even a
+    power cut right after it loses the record."""
+    path = layout.release_record(service)
+    fs.write(fs.FileSpec(path, key + "\n", 0o644))
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save(layout: Layout, state: State) -> None:
