@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from agent.deadline import Deadline
 from agent.errors import EXIT_NOT_READY, AgentError, BadInput
-from agent.local import lock, readiness, state
+from agent.local import lock, readiness, release, state
 from agent.local.layout import Layout
 from agent.local.state import State
 from agent.local.supervisor import RPC_ERRORS, Supervisor
@@ -185,7 +185,7 @@ def stop_locked(layout: Layout, current: State | None, drain_limit: float | None
     nothing to drain and no delay to wait. A load balancer that cannot be reached stops
     nothing: `no_drain` (`agent stop --no-drain`) stops anyway, and says what it skipped."""
     sup = Supervisor(layout)
-    if not sup.running() and not sup.orphans():
+    if not sup.running() and not sup.orphans() and not release.leftovers(layout):
         return
     registrations = current.registrations if current else []
     if no_drain and registrations:
@@ -212,7 +212,9 @@ def _drained(registrations: list[state.RegistrationRecord], drain_limit: float |
 
 
 def stop_all(layout: Layout, service_names: list[str]) -> None:
-    """Stop services first (in parallel), then everything else, then supervisord."""
+    """End a release still running (its agent killed: `agent.local.release`), then stop
+    services (in parallel), then everything else, then supervisord."""
+    release.end_leftovers(layout)  # before the databases it may be using stop
     sup = Supervisor(layout)
     if not sup.running():
         sup.reap_orphans()  # a dead supervisord's programs would otherwise keep running
@@ -245,19 +247,18 @@ def _restart_programs(layout: Layout, current: State, targets: list[str], say: S
     for name in targets:
         record = current.program(name)
         assert record is not None
-        deadline = Deadline(record.readiness.timeout)
-        sup.stop(name)
-        sup.start(name)
-        started = time.monotonic()
+        _restart_one(layout, sup, record, say)
 
-        def check(name: str = name, record: state.ProgramRecord = record,
-                  started: float = started) -> tuple[readiness.Probe, str]:
-            info = sup.info(name)
-            return readiness.probe(record.readiness, info["statename"], up=time.monotonic() - started), \
-                info["statename"]
 
-        result = readiness.wait(check, deadline)
-        if not result.ready:
-            raise AgentError(f"{name} did not become ready after restart: {result.detail}\n"
-                             f"--- last lines of {layout.program_log(name)} ---\n{sup.log_tail(name)}")
-        say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {deadline.elapsed():.1f}s")
+def _restart_one(layout: Layout, sup: Supervisor, record: state.ProgramRecord, say: Say) -> None:
+    """Stop, start, and follow that start until ready (`readiness.Start`): a program
+    that crashes on start fails the restart, however often supervisord respawns it."""
+    name = record.name
+    deadline = Deadline(record.readiness.timeout)
+    sup.stop(name)
+    asked = readiness.Asked.around(lambda: sup.start(name))
+    result = readiness.wait(readiness.Start(record.readiness, lambda: sup.info(name), asked).check, deadline)
+    if not result.ready:
+        raise AgentError(f"{name} did not become ready after restart: {result.detail}\n"
+                         f"--- last lines of {layout.program_log(name)} ---\n{sup.log_tail(name)}")
+    say(f"{name}: restarted, pid {sup.info(name)['pid']}, ready in {deadline.elapsed():.1f}s")

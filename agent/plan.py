@@ -41,6 +41,7 @@ class Program:
     environment: dict[str, str] = field(default_factory=dict)
     secret_keys: tuple[str, ...] = ()   # environment keys whose values must never be shown
     release: str | None = None
+    release_timeout: int = 900          # seconds; services.yaml's default is the catalog's
     start_seconds: int = 1
     stop_seconds: int = 30
     stop_signal: str = "TERM"
@@ -137,6 +138,7 @@ def _service_program(svc: Service, layout: Layout, facts: Facts, needs: tuple[st
     return Program(
         name=svc.name, kind="service", directory=str(layout.repo_dir(svc.repo)), user=facts.service_user,
         needs=needs, readiness=readiness, command=svc.command, environment=env, release=svc.release,
+        release_timeout=svc.release_timeout,
         start_seconds=svc.start_seconds, stop_seconds=svc.stop_seconds, port=svc.port,
     )
 

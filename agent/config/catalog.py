@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from agent.config import yamlsource
-from agent.config.schema import DATABASES, FLEET, MAX_ENV_STRING, MAX_ENVIRONMENT, SCHEMA
+from agent.config.schema import DATABASES, FLEET, MAX_ENV_STRING, MAX_ENVIRONMENT, SCHEMA, SERVICE
 from agent.config.yamlsource import KeyPath, YamlDocument, format_path
 from agent.errors import BadInput
 
 # Program names the agent itself uses in review mode; a service may not take them.
 RESERVED_NAMES = frozenset({*DATABASES, "agent", "supervisord"})
+RELEASE_TIMEOUT: int = SERVICE["properties"]["release_timeout"]["default"]  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     uses: tuple[str, ...] = ()
     release: str | None = None
+    release_timeout: int = RELEASE_TIMEOUT
     after: tuple[str, ...] = ()
     start_seconds: int = 1
     stop_seconds: int = 30
@@ -385,6 +387,7 @@ def _build(path: Path, digest: str, data: dict[str, Any]) -> Catalog:
         services[name] = Service(
             name=name, repo=s["repo"], command=s["command"], port=s.get("port"), health=health,
             env=dict(s.get("env", {})), uses=tuple(s.get("uses", ())), release=s.get("release"),
+            release_timeout=s.get("release_timeout", RELEASE_TIMEOUT),
             after=tuple(s.get("after", ())), start_seconds=s.get("start_seconds", 1),
             stop_seconds=s.get("stop_seconds", 30), load_balancer=lbs,
             scale={env: Scale(c.get("min", c["desired"]), c.get("max", c["desired"]), c["desired"])

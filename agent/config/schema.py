@@ -131,6 +131,8 @@ SERVICE = {
         },
         "uses": {"type": "array", "items": {"enum": sorted(DATABASES)}, "uniqueItems": True},
         "release": COMMAND,
+        # seconds a release may run before it is ended and the boot fails (agent.local.release)
+        "release_timeout": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 900},
         "after": {"type": "array", "items": NAME, "uniqueItems": True},
         "start_seconds": {"type": "integer", "minimum": 0, "maximum": 3600},
         "stop_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},

@@ -3,8 +3,11 @@
 Order of work: render files (only changed ones are written), make sure supervisord runs
 and knows the programs, then run the boot graph: each local database is initialised
 and started and its after-ready step run, each service waits for what it uses, runs
-its release once, starts, and must pass its readiness check. A second boot on a booted
-box finds nothing to change. Database kinds are reached only through
+its release once (`agent.local.release`: recorded the moment it succeeds, bounded in
+time, ended with the agent; a release an earlier agent left running is ended before
+anything else), starts, and must pass its readiness check, following the very start it
+asked for (`agent.local.readiness.Start`: a crash on start fails the boot). A second
+boot on a booted box finds nothing to change. Database kinds are reached only through
 `agent.local.databases.kinds`: nothing here knows one by name.
 """
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,10 +25,10 @@ from agent import __version__
 from agent.deadline import Deadline
 from agent.errors import AgentError
 from agent.facts import Facts
-from agent.local import fs, graph, readiness, render, secrets, state, users
+from agent.local import fs, graph, readiness, release, render, secrets, state
 from agent.local.databases import kinds
 from agent.local.layout import Layout
-from agent.local.supervisor import CLEAN_ENV, Supervisor
+from agent.local.supervisor import Supervisor
 from agent.plan import Plan, Program
 
 Say = Callable[[str], None]
@@ -80,24 +82,26 @@ class Box:
         return changed
 
     # -- programs ----------------------------------------------------------------------
-    def check(self, program: Program, started: float | None = None) -> tuple[readiness.Probe, str]:
-        """Probe once. `started`: when we started it (time.monotonic()), a finer clock
-        than supervisord's whole seconds for "up for start_seconds"."""
+    def check(self, program: Program) -> readiness.Probe:
+        """Probe a program we did not just start (a second boot finding it up)."""
         info = self.supervisor.info(program.name)
-        up = time.monotonic() - started if started is not None else readiness.uptime(info)
-        return readiness.probe(program.readiness, info["statename"], up=up), info["statename"]
+        return readiness.probe(program.readiness, info["statename"], up=readiness.uptime(info))
 
     def start_and_wait(self, program: Program) -> float:
-        """Start (unless running) and wait for readiness; seconds taken."""
+        """Start (unless starting or running already) and follow that start until the
+        program is ready (`readiness.Start`); seconds taken."""
         deadline = Deadline(program.readiness.timeout)
-        started = None
-        if self.supervisor.info(program.name)["statename"] not in ("RUNNING", "STARTING"):
+        asked = None
+        state = self.supervisor.info(program.name)["statename"]
+        if state not in readiness.UP_STATES:
             if program.port is not None and readiness.port_in_use(program.port):
                 raise AgentError(f"port {program.port} is already in use by a process this box's supervisord "
                                  "does not manage; stop it, or give the program another port in services.yaml")
-            self.supervisor.start(program.name)
-            started = time.monotonic()
-        result = readiness.wait(lambda: self.check(program, started), deadline)
+            if state == "BACKOFF":  # between two respawns: supervisord would refuse a start
+                self.supervisor.stop(program.name)
+            asked = readiness.Asked.around(lambda: self.supervisor.start(program.name))
+        start = readiness.Start(program.readiness, lambda: self.supervisor.info(program.name), asked)
+        result = readiness.wait(start.check, deadline)
         if not result.ready:
             log = fs.tail(self.layout.program_log(program.name))
             raise AgentError(f"not ready: {result.detail}\n"
@@ -107,6 +111,8 @@ class Box:
     def boot(self, current: state.State) -> state.State:
         """Bring the box to the plan; returns the new state (also saved)."""
         steps = state.Steps()
+        for line in release.end_leftovers(self.layout):  # before any release runs again
+            self.say(line)
         with steps("render"):
             changed = self.render()
         # database init needs no supervisord: on a first boot, initdb runs while supervisord starts
@@ -158,8 +164,7 @@ class Box:
             if program.kind == "service" and program.release:
                 self._release(program, current, steps)
             if running:
-                probe, _ = self.check(program)
-                if probe.ready:
+                if self.check(program).ready:
                     after_ready()
                     return
             with steps(f"start {program.name}"):
@@ -171,20 +176,12 @@ class Box:
         return act
 
     def _release(self, program: Program, current: state.State, steps: state.Steps) -> None:
+        """Run the release once per release key (agent.local.release)."""
         key = release_key(self.layout, program)
-        if current.releases.get(program.name) == key:
+        if state.release_done(self.layout, program.name, key, legacy=current):
             return
         with steps(f"release {program.name}"):
-            log = self.layout.release_log(program.name)
-            with open(log, "ab") as out:
-                result = subprocess.run(list(render.launch_argv(self.layout.release_env(program.name))),
-                                        cwd=program.directory, env=dict(CLEAN_ENV), stdin=subprocess.DEVNULL,
-                                        stdout=out, stderr=subprocess.STDOUT, check=False,
-                                        **users.run_as(program.user))  # type: ignore[call-overload]
-            if result.returncode != 0:
-                raise AgentError(f"release command exited {result.returncode}\n"
-                                 f"--- last lines of {log} ---\n{fs.tail(log)}")
-        current.releases[program.name] = key
+            release.run(self.layout, program, key)
         self.say(f"{program.name}: release done")
 
 

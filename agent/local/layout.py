@@ -87,6 +87,19 @@ class Layout:
         """One file per service: the release key last run to completion."""
         return self.state_dir / "releases"
 
+    def release_record(self, program: str) -> Path:
+        return self.releases_dir / program
+
+    @property
+    def releases_run_dir(self) -> Path:
+        """Pid files of the releases running now (agent.local.release)."""
+        return self.runtime_dir("releases")
+
+    def release_pidfile(self, program: str) -> Path:
+        """Who a running release of `program` is, so that a stop or the next boot ends it
+        even after the agent that started it died."""
+        return self.releases_run_dir / f"{program}.pid"
+
     @property
     def secrets_dir(self) -> Path:
         """Generated credentials (local database passwords); mode 0700."""
@@ -95,6 +108,11 @@ class Layout:
     def database_dir(self, kind: str) -> Path:
         """A local database's data (review mode)."""
         return self.state_dir / kind
+
+    def database_scratch(self, kind: str) -> Path:
+        """The name prefix (a unique suffix per attempt) of where a local database's
+        data directory is made before it is renamed into place: never a finished one."""
+        return self.state_dir / f".{kind}.init-"
 
     @property
     def srv(self) -> Path:

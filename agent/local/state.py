@@ -4,11 +4,18 @@ The state file holds no secrets (no environment values), only names, readiness c
 timings and what has been done (registrations, the completed launch hook, the events
 `agent watch` acted on). It is read once per command into typed records and passed
 down; `save` writes it atomically.
+
+Releases are the exception: a release is recorded the moment it succeeds, in a file of
+its own per service (`Layout.release_record`: its release key, written atomically), not
+at the end of the boot with the rest, so that neither a crash right after it nor a lost
+or corrupt state file runs it again. `State.releases` is only read, from state files an
+older agent wrote, and such a record is moved into its own file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -84,7 +91,7 @@ class State:
     role: Role | None = None
     programs: list[ProgramRecord] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
-    releases: dict[str, str] = field(default_factory=dict)             # service -> release key done
+    releases: dict[str, str] = field(default_factory=dict)             # older agents' record: see release_done
     registrations: list[RegistrationRecord] = field(default_factory=list)
     identity: IdentityRecord | None = None
     hook_completed: str | None = None          # instance id whose launch hook is done
@@ -168,6 +175,33 @@ def load_or_set_aside(layout: Layout, say: Callable[[str], None]) -> State | Non
         layout.state_file.replace(aside)
         say(f"warning: {exc.lines[0].split(';')[0]}; moved it to {aside} and booting from a fresh state")
         return None
+
+
+def release_done(layout: Layout, service: str, key: str, legacy: State | None = None) -> bool:
+    """Has the release `key` of `service` run to completion here? `legacy`: a state
+    whose `releases` an older agent wrote; a match there is recorded in its own file."""
+    try:
+        if layout.release_record(service).read_text().strip() == key:
+            return True
+    except OSError:
+        pass
+    if legacy is not None and legacy.releases.get(service) == key:
+        record_release(layout, service, key)
+        return True
+    return False
+
+
+def record_release(layout: Layout, service: str, key: str) -> None:
+    """Record, durably and at once, that the release `key` of `service` succeeded: the
+    file is written atomically and synced, then so is the rename, so that not even a
+    power cut right after it loses the record."""
+    path = layout.release_record(service)
+    fs.write(fs.FileSpec(path, key + "\n", 0o644))
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save(layout: Layout, state: State) -> None:

@@ -6,6 +6,15 @@ authentication on its private socket lets the agent administer it without a supe
 password, while services log in over TCP 127.0.0.1 with a generated password
 (scram-sha-256). Settings read from services.yaml: `version` (the major version the
 image must have), `databases` (created, owned by the role `app`), `port`.
+
+The cluster is made by a step that is complete or redone, never half done: initdb
+writes into a scratch directory of its own beside the data directory
+(`Layout.database_scratch`, a new one per attempt), and only a cluster initdb finished
+is renamed into place (then the rename is made durable). So the data directory exists
+only once it is whole; a boot killed during initdb leaves a scratch directory that the
+next boot deletes before it initialises again. A data directory is never deleted. One
+left incomplete by an older agent (initdb in place, killed: PG_VERSION but no
+global/pg_control) is refused with what to do, not started to fail as FATAL.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ import hashlib
 import hmac
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -99,25 +110,56 @@ def url(db: Database, service: Service, facts: Facts) -> str:
 
 
 def initialised(layout: Layout) -> bool:
-    return (layout.database_dir("postgres") / "PG_VERSION").exists()
+    """The data directory is in place (only a finished cluster is: see the module docstring)."""
+    data = layout.database_dir("postgres")
+    if not data.exists():
+        return False
+    if not any(data.iterdir()):  # made by an older agent that died before initdb wrote anything
+        data.rmdir()
+        return False
+    if not (data / "PG_VERSION").exists() or not (data / "global/pg_control").exists():
+        raise AgentError(f"{data}: an incomplete PostgreSQL data directory (no PG_VERSION or global/pg_control: "
+                         "an initialisation that was interrupted); if it holds nothing you need, remove it and "
+                         "boot again to initialise a new one")
+    return True
 
 
 def init(db: Database, layout: Layout, facts: Facts) -> bool:
-    """The socket directory, and the cluster on first boot."""
+    """The socket directory, and the cluster on first boot (complete or redone)."""
     user = facts.users.get("postgres")
     fs.ensure_dir(socket_dir(layout), 0o755, user)
     if initialised(layout):
         return False
     data = layout.database_dir("postgres")
-    fs.ensure_dir(data, 0o700, user)
-    result = subprocess.run(
-        [f"{_bin(facts)}/initdb", "-D", str(data), "--auth-local=peer",
-         "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
-        cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
-    )
-    if result.returncode != 0:
-        raise AgentError(f"initdb failed for {data}: {result.stderr.strip()[-500:]}")
+    scratch = layout.database_scratch("postgres")
+    for unfinished in scratch.parent.glob(f"{scratch.name}*"):
+        shutil.rmtree(unfinished)  # an earlier boot died during initdb
+    fs.ensure_dir(scratch.parent, 0o755)
+    work = Path(tempfile.mkdtemp(prefix=scratch.name, dir=scratch.parent))
+    try:
+        fs.ensure_dir(work, 0o700, user)
+        result = subprocess.run(
+            [f"{_bin(facts)}/initdb", "-D", str(work), "--auth-local=peer",
+             "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
+            cwd="/", capture_output=True, text=True, check=False, **run_as(user),  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise AgentError(f"initdb failed for {data}: {result.stderr.strip()[-500:]}")
+        os.rename(work, data)  # initdb has synced the cluster; the rename is what makes it whole
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _sync_dir(data.parent)
     return True
+
+
+def _sync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a crash after it must not undo it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def after_ready(db: Database, layout: Layout, facts: Facts) -> None:
