@@ -139,13 +139,15 @@ def identify(imds: Imds) -> Who:
 def role_of(catalog: Catalog, who: Who | None, request: Request) -> Role:
     """From the flags if given, else from the instance's tags (untrusted: checked)."""
     tags = who.tags if who is not None else {}
-    pair_choice = tags.get(roles.TARGET_GROUP_TAG)
+    pair, release, deploy = (tags.get(roles.TARGET_GROUP_TAG), tags.get(roles.RELEASE_TAG),
+                             tags.get(roles.DEPLOY_TAG))
     if request.mode is not None:
-        return roles.resolve(catalog, request.mode, request.service, target_group=pair_choice)
+        return roles.resolve(catalog, request.mode, request.service, target_group=pair, release=release,
+                             deploy=deploy)
     assert who is not None
     return roles.resolve(catalog, tags.get(roles.MODE_TAG), tags.get(roles.SERVICE_TAG),
                          source=f"tags {roles.MODE_TAG}/{roles.SERVICE_TAG} of {who.identity.instance_id}",
-                         target_group=pair_choice)
+                         target_group=pair, release=release, deploy=deploy)
 
 
 def load_catalog(layout: Layout, services: Path | None) -> Catalog:

@@ -126,13 +126,15 @@ def _role_args(p: argparse.ArgumentParser, target_group: bool = False) -> None:
                        help="for a service with a blue/green pair: the group of the pair to plan for")
 
 
-def _layout(args: argparse.Namespace) -> Layout:
+def _layout(args: argparse.Namespace, sockets: bool = False) -> Layout:
+    """The root's layout; `sockets`: the command starts programs, whose unix sockets
+    must fit their address under it."""
     layout = Layout(args.root.resolve())
     root = str(layout.root)
     if any(c.isspace() for c in root):
         raise BadInput(f"--root {root!r}: white space in the root breaks supervisord's include list; "
                        "choose a root without spaces")
-    if len(str(layout.run).encode()) > layout.RUN_PATH_LIMIT:
+    if sockets and len(str(layout.run).encode()) > layout.RUN_PATH_LIMIT:
         raise BadInput(f"--root {root!r} is too long: the sockets under {layout.run} must fit a unix socket "
                        f"address; choose a root whose run directory is at most {layout.RUN_PATH_LIMIT} bytes")
     return layout
@@ -165,7 +167,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     _logging()
     request = boot.Request(services=args.services, mode=args.mode, service=args.service,
                            imds_deadline=args.imds_deadline, heartbeat_interval=args.heartbeat_interval)
-    current = boot.boot(_layout(args), request)
+    current = boot.boot(_layout(args, sockets=True), request)
     who = current.role.describe() if current.role else "?"
     print(f"booted {who}: {len(current.programs)} programs ready in {current.boot_seconds or 0:.1f}s")
     return cmd_status(argparse.Namespace(root=args.root, json=False))

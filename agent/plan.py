@@ -97,7 +97,9 @@ def make_plan(catalog: Catalog, role: Role, layout: Layout, facts: Facts) -> Pla
     assert role.service is not None
     svc = catalog.services[role.service]
     program = _service_program(svc, layout, facts, needs=(), extra=dict(facts.config_vars))
-    program = replace(program, secret_keys=tuple(sorted(facts.config_vars)), release=None)
+    # the release runs once per deploy, on the instance the deploy tags for it
+    program = replace(program, secret_keys=tuple(sorted(facts.config_vars)),
+                      release=svc.release if role.run_release else None)
     for key, message in environment_problems({**program.environment, "UNIFIED_COMMAND": svc.command}):
         raise BadInput(f"service {svc.name}, with its config vars: {key}: {message}")
     regs: tuple[Registration, ...] = ()
@@ -106,7 +108,8 @@ def make_plan(catalog: Catalog, role: Role, layout: Layout, facts: Facts) -> Pla
         kind, name = lb.pick(role.target_group)
         regs = (Registration(svc.name, svc.port, kind, name),)
     env = catalog.environments.get(role.mode)
-    return Plan(role, (program,), (), regs, env.config_path if env else None, deferred_release=svc.release)
+    return Plan(role, (program,), (), regs, env.config_path if env else None,
+                deferred_release=None if role.run_release else svc.release)
 
 
 def _review(catalog: Catalog, layout: Layout, facts: Facts) -> Plan:

@@ -42,7 +42,7 @@ SERVICE_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) el
 
 def services_yaml(repo: Path, ref: str, subnets: tuple[str, ...] = ("subnet-00000000",), *,
                   desired: int = 2, standby_minutes: int = 30, retain: int = 2, verify: str = "[/health]",
-                  extra_services: str = "") -> str:
+                  release: str | None = None, extra_services: str = "") -> str:
     """The stack as deployed: `echo` behind the blue/green pair. The baked copy in an
     image only needs the shapes right (the agent ignores `fleet`); the operator's copy
     names the real subnets."""
@@ -61,7 +61,7 @@ services:
     scale:
       {ENV}: {{min: {desired}, desired: {desired}, max: {desired + 2}}}
     verify: {verify}
-{extra_services}environments:
+{f"    release: {release}{chr(10)}" if release else ""}{extra_services}environments:
   {ENV}:
     config_path: /unified/{ENV}
     fleet:

@@ -361,3 +361,28 @@ def test_every_call_the_tool_makes_is_allowed_by_the_deployer_policy_and_no_more
         iam.Request("elasticloadbalancing:DeleteLoadBalancer"),
     ):
         assert not iam.allowed(policy, request), f"{request} should be denied"
+
+
+def test_the_release_runs_once_per_deploy_on_the_first_instance_before_traffic(
+        moto_server: Any, baked: tuple[Path, dict[str, Path], dict[str, str]], fleet: Any, alb_mirror: Any,
+        tmp_path: Path) -> None:
+    repo, _, commits = baked
+    ledger = Path(tempfile.mkdtemp(prefix="unified-releases-", dir="/tmp"))
+    ledger.chmod(0o777)  # the release runs as the services' user
+    release = f"sh -c 'echo ran >> {ledger}/releases.log'"
+    roots = {label: bake_image(tmp_path / f"image-{label}", services_yaml(repo, label, release=release))
+             for label in ("v1", "v2")}
+    prod = seed(moto_server, roots, commits,
+                lambda subnets: services_yaml(repo, "main", subnets, desired=3, release=release),
+                tmp_path / "services.yaml", fleet, alb_mirror)
+    try:
+        first = deployed(prod, "v1")
+        assert "the first instance runs the release" in first.stderr
+        assert (ledger / "releases.log").read_text().count("ran") == 1
+        deployed(prod, "v2")
+        assert (ledger / "releases.log").read_text().count("ran") == 2  # once per deploy, 3 instances each
+        assert set(prod.versions(10)) == {"2"}
+        live = [g for g in prod.groups().values() if g["desired"] == 3]
+        assert all("unified:release" not in g["tags"] for g in live)  # later instances never run it
+    finally:
+        subprocess.run(["rm", "-rf", str(ledger)], check=False)

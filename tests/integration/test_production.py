@@ -470,7 +470,7 @@ def test_a_review_tag_boots_the_whole_stack_without_a_load_balancer(moto_server:
     before = len(moto_server.calls)
     new_root("boot", check=True)
     code, report = new_root.status()
-    assert code == 0 and report["role"] == {"mode": "review", "service": None, "target_group": None}
+    assert code == 0 and report["role"] == {"mode": "review", "service": None, "target_group": None, "run_release": False}
     assert sorted(p["name"] for p in report["programs"]) == ["echo", "other"]
     assert get(port, "/env?key=SECRET_TOKEN")["value"] is None  # no SSM outside staging/production
     calls = [c.action for c in moto_server.calls[before:]]

@@ -55,7 +55,7 @@ def test_boot_reports_every_program_running_and_ready(box: tuple[Agent, dict[str
     agent, _ = box
     code, report = agent.status()
     assert code == 0, report
-    assert report["role"] == {"mode": "review", "service": None, "target_group": None}
+    assert report["role"] == {"mode": "review", "service": None, "target_group": None, "run_release": False}
     programs = {p["name"]: p for p in report["programs"]}
     assert set(programs) == {"postgres", "redis", "shop-api", "shop-worker", "shop-front", "echo", "cli-worker"}
     for p in programs.values():
