@@ -172,3 +172,119 @@ def test_a_hostile_identity_refuses_the_boot_before_anything_starts(moto_server:
     assert moto_server.call_count("RegisterTargets") == 0
     assert not (new_root.root / "etc/unified/supervisord.conf").exists()
     assert processes_under(new_root.root) == []
+
+
+# --- 3. an unresponsive supervisord ---------------------------------------------------
+
+def test_status_and_stop_answer_in_seconds_when_supervisord_is_stopped(echo_box: tuple[Agent, int]) -> None:
+    agent, port = echo_box
+    pid, echo = supervisord_pid(agent), health_pid(port)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        result, elapsed = timed(agent, "status", timeout=30)
+        assert result.returncode == 3 and elapsed < 6, (elapsed, result.stdout, result.stderr)
+        assert "supervisord: NOT ANSWERING" in result.stdout and f"pid {pid}, stopped by a signal" in result.stdout
+        report = json.loads(agent("status", "--json", timeout=30).stdout)
+        assert report["supervisord"] == "NOT ANSWERING"
+        [program] = report["programs"]
+        assert (program["state"], program["pid"], program["ready"]) == ("UNKNOWN", echo, True)  # it still serves
+        result, elapsed = timed(agent, "stop", timeout=60)
+        assert result.returncode == 1 and elapsed < 12, (elapsed, result.stdout, result.stderr)
+        line = one_line(result.stderr)
+        assert "did not answer within 5s" in line and f"kill -CONT {pid}" in line, line
+        assert health_pid(port) == echo  # nothing was stopped behind its back
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert agent("status").returncode == 0
+    result = agent("stop", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert processes_under(agent.root) == []
+
+
+# --- 4. status says what it knows ------------------------------------------------------
+
+def test_status_as_another_user_says_permission_denied(echo_box: tuple[Agent, int]) -> None:
+    """The socket is 0700, root's. Run as `unified` with the system Python (the test's
+    own interpreter lives under root's home) and this virtualenv's packages."""
+    agent, _ = echo_box
+    system = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if system != str(sys.version_info[:2]):
+        pytest.skip(f"the system Python {system} cannot use this virtualenv's packages")
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("runuser (util-linux) is not installed")
+    result = subprocess.run([runuser, "-u", "unified", "--", "/usr/bin/python3", "-m", "agent", "status",
+                             "--root", str(agent.root)], capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "supervisord: PERMISSION DENIED" in result.stdout, result.stdout
+    assert "permission denied" in result.stdout and "run this as root" in result.stdout, result.stdout
+    assert "NOT RUNNING" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_status_after_supervisord_is_killed_shows_the_programs_still_serving(echo_box: tuple[Agent, int]) -> None:
+    agent, port = echo_box
+    pid, echo = supervisord_pid(agent), health_pid(port)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), 10, "supervisord gone")
+    code, report = agent.status()
+    assert code == 3 and report["supervisord"] == "NOT RUNNING"
+    [program] = report["programs"]
+    assert (program["state"], program["pid"], program["ready"]) == ("UNSUPERVISED", echo, True), program
+    text = agent("status").stdout
+    assert "still run unsupervised" in text and f"echo (pid {echo}" in text, text
+
+
+def test_status_without_a_state_file_lists_what_supervisord_runs(echo_box: tuple[Agent, int]) -> None:
+    agent, port = echo_box
+    (agent.root / "var/lib/unified/state.json").unlink()
+    result = agent("status")
+    assert result.returncode == 3
+    assert "no state file" in result.stdout and "supervisord runs 1 program" in result.stdout, result.stdout
+    report = json.loads(agent("status", "--json").stdout)
+    [program] = report["programs"]
+    assert (program["name"], program["pid"]) == ("echo", health_pid(port))
+    assert program["state"] in ("STARTING", "RUNNING") and not program["ready"]  # readiness unknown without state
+
+
+# --- 5. supervisord's pid file ------------------------------------------------------
+
+@pytest.mark.parametrize("content", ["", "garbage\n", "DECOY"])
+def test_a_bad_pid_file_confuses_neither_status_nor_stop(echo_box: tuple[Agent, int], content: str) -> None:
+    """supervisord killed, its programs orphaned, and its pid file empty, garbage, or
+    naming a live Python process that is not supervisord (a reused pid)."""
+    agent, port = echo_box
+    pid, echo = supervisord_pid(agent), health_pid(port)
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not alive(pid), 10, "supervisord gone")
+        (agent.root / "run/unified/supervisord.pid").write_text(content.replace("DECOY", f"{decoy.pid}\n"))
+        code, report = agent.status()
+        assert code == 3 and report["programs"][0]["state"] == "UNSUPERVISED", report
+        result = agent("stop", timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert processes_under(agent.root) == [] and alive(decoy.pid)  # the orphans, and only they
+        assert not (agent.root / "run/unified/supervisord.pid").exists() and not alive(echo)
+    finally:
+        decoy.kill()
+        decoy.wait()
+
+
+def test_a_boot_after_a_bad_pid_file_takes_the_orphans_over(echo_box: tuple[Agent, int]) -> None:
+    agent, port = echo_box
+    pid, echo = supervisord_pid(agent), health_pid(port)
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not alive(pid), 10, "supervisord gone")
+        (agent.root / "run/unified/supervisord.pid").write_text(f"{decoy.pid}\n")
+        result = agent("boot", "--mode", "review", timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert agent.status()[0] == 0 and health_pid(port) != echo and not alive(echo) and alive(decoy.pid)
+        assert supervisord_pid(agent) != decoy.pid
+    finally:
+        decoy.kill()
+        decoy.wait()
