@@ -288,3 +288,65 @@ def test_a_boot_after_a_bad_pid_file_takes_the_orphans_over(echo_box: tuple[Agen
     finally:
         decoy.kill()
         decoy.wait()
+
+
+# --- 6. a full disk --------------------------------------------------------------------
+
+@pytest.fixture
+def tmpfs_root(shop_repo: Path) -> Iterator[Agent]:
+    """A root on its own 32 MiB tmpfs, so the disk can be filled without touching /tmp."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    root = make_root()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(root)], check=True)
+    agent = Agent(root)
+    try:
+        yield agent
+    finally:
+        (root / "filler").unlink(missing_ok=True)
+        agent("stop", timeout=120)
+        wait_until(lambda: processes_under(root) == [], 15, "every process of the root gone")
+        subprocess.run(["umount", str(root)], check=True)
+        root.rmdir()
+
+
+def fill(root: Path) -> None:
+    """Fill the file system of `root` to the last byte."""
+    fd = os.open(root / "filler", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                continue  # full at this size: go on with smaller writes
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_one(shop_repo: Path, tmpfs_root: Agent) -> None:
+    agent = tmpfs_root
+    write_box(agent, shop_repo)
+    agent("boot", "--mode", "review", check=True)
+    state = agent.root / "var/lib/unified/state.json"
+    before = state.read_bytes()
+    agent("stop", check=True)
+    fill(agent.root)
+    result = agent("boot", "--mode", "review")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    found = re.search(r"cannot write (/\S+): No space left on device; the file system is full", line)
+    assert found and found.group(1).startswith(str(agent.root)), result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    written = Path(found.group(1))
+    assert not list(written.parent.glob(f".{written.name}.*")), "a temporary file was left behind"
+    assert state.read_bytes() == before  # whole and unchanged
+    # supervisord could not write its pid either: it truncated the file, failed, and ran on
+    pidfile = agent.root / "run/unified/supervisord.pid"
+    assert pidfile.exists() and pidfile.stat().st_size == 0
+    assert "supervisord: RUNNING" in agent("status").stdout
+    (agent.root / "filler").unlink()
+    result = agent("stop", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert processes_under(agent.root) == []  # stop waited for supervisord, found without its pid file
+    assert not pidfile.exists()
