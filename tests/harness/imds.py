@@ -468,7 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (hang_for, trickle_for, oversize): exactly what the test wanted
+            # the client gave up (hang_for, trickle_for, oversize): exactly what the test
+            # wanted; its connection is gone, so no next request is read from it
+            self.close_connection = True
 
     def _trickle(self, reply: _Reply, body: bytes) -> None:
         """The whole answer, one byte every 1/rate seconds, until sent, the client hangs
