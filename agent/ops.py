@@ -4,6 +4,17 @@ Status answers from the state file and supervisord alone (plus loopback readines
 probes), never from AWS, so it stays well under a second. Restart and stop outside
 review drain from the load balancers first (`agent.aws.membership.Drained`); the
 modules that reach AWS are imported only then.
+
+Status says what it knows, and exits 0 only when every program is running and ready
+(3 otherwise). When supervisord does not answer it says why, in `supervisord` and
+one line of `problem`: NOT ANSWERING (it holds its socket but said nothing within
+`STATUS_TIMEOUT`, 3 s: stopped or hung; its pid), PERMISSION DENIED (the socket is its
+owner's alone: run as that user), or NOT RUNNING, and then whether programs it started
+still run unsupervised (killed supervisord: their pids, found from /proc by
+`Supervisor.program_processes`, and their readiness probed). Without a state file it
+still lists what supervisord, or nobody, runs under this root, instead of "not booted".
+Those searches of /proc run only when supervisord did not answer: the usual path is one
+XML-RPC call and the probes.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from agent.deadline import Deadline
@@ -20,9 +31,10 @@ from agent.errors import EXIT_NOT_READY, AgentError, BadInput
 from agent.local import lock, readiness, release, state
 from agent.local.layout import Layout
 from agent.local.state import State
-from agent.local.supervisor import RPC_ERRORS, Supervisor
+from agent.local.supervisor import RPC_ERRORS, NotAnswering, PermissionDenied, Supervisor
 
 Say = Callable[[str], None]
+STATUS_TIMEOUT = 3.0  # seconds supervisord gets to answer `agent status`
 
 
 @dataclass
@@ -36,35 +48,60 @@ class ProgramStatus:
     detail: str
 
 
+@dataclass
+class Daemon:
+    """What supervisord said, or why it said nothing (see the module docstring)."""
+
+    state: str                                   # RUNNING, NOT RUNNING, NOT ANSWERING, PERMISSION DENIED
+    infos: dict[str, dict[str, Any]] = field(default_factory=dict)   # its process info, when it answered
+    problem: str | None = None                   # one line, when it did not
+    processes: dict[str, list[int]] = field(default_factory=dict)    # program -> live pids, when it did not
+    unsupervised: bool = False                   # those processes are nobody's (supervisord is gone)
+
+
+def ask(sup: Supervisor) -> Daemon:
+    """One XML-RPC call; only when it fails, /proc is searched for the programs."""
+    try:
+        return Daemon("RUNNING", sup.processes())
+    except PermissionDenied as exc:
+        return Daemon("PERMISSION DENIED", problem=str(exc))
+    except NotAnswering as exc:
+        return Daemon("NOT ANSWERING", problem=str(exc), processes=sup.program_processes())
+    except RPC_ERRORS:
+        pass
+    live = {} if sup.pid() is not None else sup.program_processes()  # alive but not listening: starting, stopping
+    if not live:
+        return Daemon("NOT RUNNING")
+    listed = "; ".join(f"{name} (pid {', '.join(map(str, pids))})" for name, pids in live.items())
+    return Daemon("NOT RUNNING", problem=f"supervisord is gone (killed or crashed), but programs it started still run "
+                                         f"unsupervised: {listed}; `agent boot` takes them over, `agent stop` stops them",
+                  processes=live, unsupervised=True)
+
+
 def status(layout: Layout) -> tuple[dict[str, Any], int]:
     """The status report as data, and the exit code (0 all ready, 3 otherwise)."""
     current = state.load(layout)
+    daemon = ask(Supervisor(layout, timeout=STATUS_TIMEOUT))
     if current is None:
-        return {"booted": False, "role": None, "programs": [], "error": "not booted: run `agent boot`",
-                "manifest": _manifest(layout)}, EXIT_NOT_READY
-    sup = Supervisor(layout)
-    try:
-        infos = sup.processes()
-        supervisord = "RUNNING"
-    except RPC_ERRORS:
-        infos, supervisord = {}, "NOT RUNNING"
+        return _stateless(layout, daemon), EXIT_NOT_READY
     now = time.time()
 
     def one(record: state.ProgramRecord) -> ProgramStatus:
-        info = infos.get(record.name, {})
-        statename = info.get("statename", "NOT RUNNING" if supervisord != "RUNNING" else "UNKNOWN")
+        if daemon.state != "RUNNING":
+            return _unanswered(record.name, record.kind, daemon, record.readiness)
+        info = daemon.infos.get(record.name, {})
+        statename = info.get("statename", "UNKNOWN")
         probe = readiness.probe(record.readiness, statename, timeout=1.0, up=readiness.uptime(info))
-        pid = info.get("pid") or None
-        uptime = now - info["start"] if statename == "RUNNING" and info.get("start") else None
-        return ProgramStatus(record.name, record.kind, statename, pid, uptime, probe.ready, probe.detail)
+        return ProgramStatus(record.name, record.kind, statename, info.get("pid") or None, _uptime(info, now),
+                             probe.ready, probe.detail)
 
     with ThreadPoolExecutor(max_workers=max(1, len(current.programs))) as pool:
         programs = list(pool.map(one, current.programs))
     # ready implies up: a real probe may pass while supervisord still counts startsecs
-    ok = supervisord == "RUNNING" and all(p.ready and p.state in ("RUNNING", "STARTING") for p in programs)
+    ok = daemon.state == "RUNNING" and all(p.ready and p.state in ("RUNNING", "STARTING") for p in programs)
     report = {
-        "booted": True, "role": current.role.to_json() if current.role else None, "supervisord": supervisord,
-        "programs": [asdict(p) for p in programs], "steps": [asdict(s) for s in current.steps],
+        "booted": True, "role": current.role.to_json() if current.role else None,
+        **_daemon_json(daemon), "programs": [asdict(p) for p in programs], "steps": [asdict(s) for s in current.steps],
         "boot_seconds": current.boot_seconds, "booted_at": current.booted_at,
         "last_error": current.last_error, "registrations": [asdict(r) for r in current.registrations],
         "agent_version": current.agent_version,
@@ -73,6 +110,49 @@ def status(layout: Layout) -> tuple[dict[str, Any], int]:
         "manifest": _manifest(layout), "warnings": current.warnings,
     }
     return report, 0 if ok else EXIT_NOT_READY
+
+
+def _unanswered(name: str, kind: str, daemon: Daemon, check: readiness.Readiness | None) -> ProgramStatus:
+    """A program as far as /proc tells, supervisord having said nothing: its pid if it
+    lives, and its readiness probed (from the state file) if it does."""
+    pids = daemon.processes.get(name, [])
+    if daemon.state == "NOT RUNNING" and not pids:
+        return ProgramStatus(name, kind, "NOT RUNNING", None, None, False, "process is NOT RUNNING")
+    if not pids:
+        why = "cannot ask supervisord" if daemon.state == "PERMISSION DENIED" else "supervisord is not answering"
+        return ProgramStatus(name, kind, "UNKNOWN", None, None, False, why)
+    statename = "UNSUPERVISED" if daemon.unsupervised else "UNKNOWN"
+    if check is None:
+        return ProgramStatus(name, kind, statename, pids[0], None, False, "readiness unknown: no state file")
+    probe = readiness.probe(check, "RUNNING", timeout=1.0)  # it runs: /proc says so
+    return ProgramStatus(name, kind, statename, pids[0], None, probe.ready, probe.detail)
+
+
+def _stateless(layout: Layout, daemon: Daemon) -> dict[str, Any]:
+    """No state file: "not booted" only if nothing of this root runs either."""
+    if daemon.state == "RUNNING":
+        now = time.time()
+        programs = [ProgramStatus(name, "unknown", info["statename"], info.get("pid") or None, _uptime(info, now),
+                                  False, "readiness unknown: no state file")
+                    for name, info in sorted(daemon.infos.items())]
+        runs = f"{len(programs)} program{'s' if len(programs) != 1 else ''}" if programs else "no programs"
+        error = (f"no state file at {layout.state_file}, but supervisord runs {runs}: the state was lost or "
+                 "removed, so readiness is unknown; `agent boot` writes it again")
+    else:
+        programs = [_unanswered(name, "unknown", daemon, None) for name in daemon.processes]
+        error = "not booted: run `agent boot`"
+        if programs or daemon.problem:
+            error = f"no state file at {layout.state_file}; `agent boot` writes it"
+    return {"booted": False, "role": None, **_daemon_json(daemon), "programs": [asdict(p) for p in programs],
+            "error": error, "manifest": _manifest(layout)}
+
+
+def _uptime(info: dict[str, Any], now: float) -> float | None:
+    return now - info["start"] if info.get("statename") == "RUNNING" and info.get("start") else None
+
+
+def _daemon_json(daemon: Daemon) -> dict[str, Any]:
+    return {"supervisord": daemon.state, "problem": daemon.problem}
 
 
 def _manifest(layout: Layout) -> dict[str, Any] | None:
@@ -87,15 +167,18 @@ def _manifest(layout: Layout) -> dict[str, Any] | None:
 def format_status(report: dict[str, Any]) -> str:
     """The human table: one line per program, like `supervisorctl status`."""
     if not report.get("booted"):
-        return "\n".join([report.get("error", "not booted"), *_image_line(report)])
+        lines = [report.get("error", "not booted")]
+        if report.get("problem"):
+            lines.append(report["problem"])
+        if report.get("programs"):
+            lines += _program_lines(report["programs"])
+        return "\n".join([*lines, *_image_line(report)])
     role = report["role"] or {"mode": "?"}
     who = role["mode"] + (f" ({role['service']})" if role.get("service") else "")
     lines = [f"role: {who}    supervisord: {report['supervisord']}"]
-    lines.append(f"{'PROGRAM':<24} {'STATE':<12} {'PID':>7} {'UPTIME':>9}  READY")
-    for p in report["programs"]:
-        uptime = _duration(p["uptime"]) if p["uptime"] is not None else "-"
-        ready = "yes" if p["ready"] else f"no ({p['detail']})"
-        lines.append(f"{p['name']:<24} {p['state']:<12} {p['pid'] or '-':>7} {uptime:>9}  {ready}")
+    if report.get("problem"):
+        lines.append(report["problem"])
+    lines += _program_lines(report["programs"])
     if report.get("identity"):
         ident = report["identity"]
         lines.insert(1, f"instance: {ident.get('instance_id')} in {ident.get('availability_zone')}"
@@ -112,6 +195,15 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"last error: {report['last_error']}")
     lines += [f"warning: {w}" for w in report.get("warnings") or []]
     return "\n".join(lines)
+
+
+def _program_lines(programs: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'PROGRAM':<24} {'STATE':<12} {'PID':>7} {'UPTIME':>9}  READY"]
+    for p in programs:
+        uptime = _duration(p["uptime"]) if p["uptime"] is not None else "-"
+        ready = "yes" if p["ready"] else f"no ({p['detail']})"
+        lines.append(f"{p['name']:<24} {p['state']:<12} {p['pid'] or '-':>7} {uptime:>9}  {ready}")
+    return lines
 
 
 def _image_line(report: dict[str, Any]) -> list[str]:

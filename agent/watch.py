@@ -9,6 +9,14 @@ gracefully (SIGTERM, then their stop timeout), and for a termination complete th
 terminating lifecycle hook with CONTINUE, sending heartbeats while draining runs.
 
 It stays small: boto3 is imported only when an event arrives, not in the polling loop.
+
+Deadlines: each poll (the token if due, the notice, the lifecycle state, with their
+retries) ends within `poll_budget(interval)` (the interval, at least 2 s), however
+IMDS answers, even a byte at a time (`Imds.budget`), so a poll that goes wrong is over
+before the next is due and a notice posted meanwhile is seen by the next one. SIGTERM
+(systemd stopping the unit) ends a poll or the pause between polls at once
+(`agent.deadline.cancel`); once an event is being acted on, SIGTERM lets the drain and
+the stop finish first (as before), then the watch exits.
 """
 
 from __future__ import annotations
@@ -17,19 +25,20 @@ import json
 import logging
 import signal
 import threading
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
 from agent.aws.imds import Imds
+from agent.deadline import Cancelled, Deadline, cancel
 from agent.errors import AgentError
 from agent.local import lock, state
 from agent.local.layout import Layout
 
 log = logging.getLogger("agent.watch")
 POLL_SECONDS = 5.0
+MIN_POLL_BUDGET = 2.0  # seconds a poll may take when the interval is shorter (a loaded box)
 SAFETY_MARGIN = 10.0  # seconds kept in hand to take the lock before a spot instance is taken away
 
 
@@ -130,30 +139,60 @@ def _identity(imds: Imds) -> state.IdentityRecord | None:
     return state.IdentityRecord(who.instance_id, who.region, who.availability_zone, tags.get(lifecycle.GROUP_TAG))
 
 
+def poll_budget(interval: float) -> float:
+    """How long one poll may take: the interval, but at least MIN_POLL_BUDGET, so a
+    short test interval on a loaded machine still leaves IMDS time to answer."""
+    return max(interval, MIN_POLL_BUDGET)
+
+
 def run(layout: Layout, interval: float = POLL_SECONDS, drain_limit: float | None = None,
         once: bool = False, say: Callable[[str], None] = print, imds: Imds | None = None) -> int:
     """Poll until stopped (SIGTERM/SIGINT) or, with `once`, after one look."""
-    imds = imds or Imds(deadline=min(interval, 3.0), timeout=1.0)
-    stopping = threading.Event()
+    budget = poll_budget(interval)
+    imds = imds or Imds(deadline=budget, timeout=1.0)
+    stopping, acting = threading.Event(), threading.Event()
+
+    def stop_watching(*_: object) -> None:
+        stopping.set()
+        if not acting.is_set():  # an event being acted on is finished first
+            cancel("stopped by SIGTERM")
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, stop_watching)
     current = state.load(layout)
     handled = set(current.handled_events if current else [])
     say(f"watching for spot interruptions and scale-in every {interval:g}s")
     failed = False
-    while not stopping.is_set():
-        started = time.monotonic()
-        try:
-            event = check(imds)
-            if event is not None and event.key not in handled:
-                say(f"event: {event.kind}" + (f", {event.seconds_left:.0f}s left" if event.seconds_left is not None else ""))
-                act(layout, event, drain_limit, say, imds)
-                handled.add(event.key)
-            failed = False
-        except AgentError as exc:  # an IMDS or AWS hiccup: say so, keep watching
-            log.warning("watch: %s", str(exc).splitlines()[0])
-            failed = True
-        if once:
-            break
-        stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+    try:
+        while not stopping.is_set():
+            pause = Deadline(interval)
+            failed = not look(layout, imds, budget, handled, acting, drain_limit, say)
+            if once or stopping.is_set():
+                break
+            pause.sleep(pause.remaining())
+    except Cancelled:
+        pass  # SIGTERM between events: nothing is half done
     return 1 if once and failed else 0
+
+
+def look(layout: Layout, imds: Imds, budget: float, handled: set[str], acting: threading.Event,
+         drain_limit: float | None, say: Callable[[str], None]) -> bool:
+    """One poll within `budget`, and the action on a new event (`acting` set meanwhile);
+    False after a hiccup (IMDS, AWS), which is logged: the next poll tries again."""
+    try:
+        with imds.budget(budget):
+            event = check(imds)
+        if event is not None and event.key not in handled:
+            say(f"event: {event.kind}" + (f", {event.seconds_left:.0f}s left" if event.seconds_left is not None else ""))
+            acting.set()
+            try:
+                act(layout, event, drain_limit, say, imds)
+            finally:
+                acting.clear()
+            handled.add(event.key)
+        return True
+    except Cancelled:
+        raise
+    except AgentError as exc:
+        log.warning("watch: %s", str(exc).splitlines()[0])
+        return False

@@ -6,15 +6,44 @@ written by their owners). Atomic (temp file + fsync + rename) so a crash never l
 a half-written config that supervisord or sh would read; "only if changed" is what
 makes a second `agent boot` a no-op; mode and owner are set before the rename so a
 secret is never briefly readable.
+
+Disk errors (the policy): a failure to write (a full disk, a quota, a read-only or
+vanished file system, permissions) is a `WriteError` naming the file, what went wrong
+and what to do, on one line; the temporary file is removed, so the file is either the
+old one, untouched, or the new one whole, never half-written. OSError alone names no
+file when a write or fsync fails ("[Errno 28] No space left on device").
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.errors import AgentError
+
+# What to do about a write that failed, by errno; anything else gets the system's words only.
+_ADVICE = {
+    errno.ENOSPC: "the file system is full: free space there and run again",
+    errno.EDQUOT: "the disk quota is used up: free space or raise the quota and run again",
+    errno.EROFS: "the file system is read-only: remount it read-write and run again",
+    errno.EACCES: "run as root or as the user that owns it",
+    errno.EPERM: "run as root or as the user that owns it",
+    errno.EIO: "the disk reported an I/O error: check the device (dmesg)",
+}
+
+
+class WriteError(AgentError):
+    """A file the agent writes could not be written (see the module docstring)."""
+
+    def __init__(self, what: str, path: Path, exc: OSError):
+        reason = exc.strerror or exc.__class__.__name__
+        advice = _ADVICE.get(exc.errno or 0)
+        super().__init__(f"cannot {what} {path}: {reason}" + (f"; {advice}" if advice else "")
+                         + ("; the old file is left as it was" if what == "write" and path.exists() else ""))
 
 
 @dataclass(frozen=True)
@@ -50,7 +79,15 @@ def differs(spec: FileSpec) -> bool:
 
 
 def write(spec: FileSpec) -> bool:
-    """Write `spec` atomically; return False (and touch nothing) when already identical."""
+    """Write `spec` atomically; return False (and touch nothing) when already identical.
+    WriteError, naming the file, when the disk refuses."""
+    try:
+        return _write(spec)
+    except OSError as exc:
+        raise WriteError("write", spec.path, exc) from None
+
+
+def _write(spec: FileSpec) -> bool:
     if not differs(spec):
         return False
     data = spec.content.encode("utf-8")
@@ -58,13 +95,13 @@ def write(spec: FileSpec) -> bool:
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=spec.path.parent, prefix=f".{spec.path.name}.")
     try:
-        os.fchmod(fd, spec.mode)
-        if (uid, gid) != (os.getuid(), os.getgid()):
-            os.fchown(fd, uid, gid)
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:  # closed on every path, the failing ones too
+            os.fchmod(fd, spec.mode)
+            if (uid, gid) != (os.getuid(), os.getgid()):
+                os.fchown(fd, uid, gid)
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(fd)
         os.replace(tmp, spec.path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,13 +115,16 @@ def write_all(specs: list[FileSpec]) -> list[Path]:
 
 
 def ensure_dir(path: Path, mode: int = 0o755, owner: str | None = None) -> None:
-    """Create `path` (and parents) and set its mode and owner."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, mode)
-    uid, gid = owner_ids(owner)
-    st = path.stat()
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        os.chown(path, uid, gid)
+    """Create `path` (and parents) and set its mode and owner; WriteError when refused."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+        uid, gid = owner_ids(owner)
+        st = path.stat()
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(path, uid, gid)
+    except OSError as exc:
+        raise WriteError("create the directory", path, exc) from None
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -26,8 +26,11 @@ so tag changes made in moto show up at once. moto's own ``MetadataOptions`` are 
 consulted for tags (moto does not carry a launch template's options onto ASG
 instances); ``tags_enabled`` is the switch.
 
-Faults (``fail_for``, ``hang_for``) and the request log (``requests``) let tests prove
-retry, timeout and token-reuse behaviour. Tokens are never logged or recorded: a request
+Faults (``fail_for``, ``hang_for``, ``trickle_for``, ``oversize``) and the request log
+(``requests``) let tests prove retry, timeout, deadline, size-cap and token-reuse
+behaviour. ``trickle_for`` sends whole answers (status line, headers, body) a byte at
+a time, the fault a per-read socket timeout never notices; ``oversize`` streams a huge
+body for one path without ever holding it in memory. Tokens are never logged or recorded: a request
 records only whether it carried one.
 """
 
@@ -132,6 +135,8 @@ class _Reply:
     status: int
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float | None = None   # bytes per second, when the answer is to be trickled
+    oversize: int | None = None    # bytes of body to stream instead of ``body``
 
 
 class ImdsEmulator:
@@ -168,6 +173,9 @@ class ImdsEmulator:
         self._fail_until = 0.0
         self._fail_status = 500
         self._hang_until = 0.0
+        self._trickle_until = 0.0
+        self._trickle_rate = 1.0
+        self._oversize: dict[str, int] = {}  # path under latest/ -> body bytes
         self._requests: list[ImdsRequest] = []
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -280,9 +288,24 @@ class ImdsEmulator:
         with self._lock:
             self._hang_until = time.monotonic() + seconds
 
+    def trickle_for(self, seconds: float, bytes_per_second: float = 1.0) -> None:
+        """Answer every request arriving in the next ``seconds`` at ``bytes_per_second``:
+        status line, headers and body one byte at a time, each byte in time to reset a
+        per-read timeout. An answer already trickling goes on after the window ends."""
+        with self._lock:
+            self._trickle_until = time.monotonic() + seconds
+            self._trickle_rate = bytes_per_second
+
+    def oversize(self, path: str, size: int) -> None:
+        """Answer a valid ``GET /latest/<path>`` with ``size`` bytes of ``0`` (with their
+        Content-Length), streamed in chunks: a 1 GiB instance id costs no memory here."""
+        with self._lock:
+            self._oversize[path.strip("/")] = size
+
     def clear_faults(self) -> None:
         with self._lock:
-            self._fail_until = self._hang_until = 0.0
+            self._fail_until = self._hang_until = self._trickle_until = 0.0
+            self._oversize.clear()
 
     def expire_tokens(self) -> None:
         """Forget every token, as after an instance stop/start: clients must fetch anew."""
@@ -302,8 +325,11 @@ class ImdsEmulator:
         path = unquote(urlsplit(raw_path).path)
         self._wait_out_hang()
         with self._lock:
-            failing = time.monotonic() < self._fail_until
+            now = time.monotonic()
+            failing = now < self._fail_until
             fail_status = self._fail_status
+            trickle = self._trickle_rate if now < self._trickle_until else None
+            oversize = self._oversize.get(path.removeprefix("/latest/"))
         if failing:
             reply = _Reply(fail_status)
         elif method == "PUT":
@@ -313,8 +339,11 @@ class ImdsEmulator:
                 reply = self._get(path, headers)
             except Exception:  # e.g. moto unreachable: IMDS answers 500, it never hangs up
                 reply = _Reply(500)
+            if oversize is not None and reply.status == 200:
+                reply = _Reply(200, oversize=oversize)
         else:
             reply = _Reply(405)
+        reply.trickle = trickle
         with self._lock:
             self._requests.append(
                 ImdsRequest(method, path, reply.status, headers.get(TOKEN_HEADER) is not None)
@@ -425,15 +454,45 @@ class _Handler(BaseHTTPRequestHandler):
         reply = self.emulator.handle(self.command, self.path, self.headers)  # type: ignore[arg-type]
         body = reply.body.encode("utf-8")
         try:
+            if reply.trickle is not None:
+                self._trickle(reply, body)
+                return
             self.send_response(reply.status)
             self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(reply.oversize if reply.oversize is not None else len(body)))
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if reply.oversize is not None:
+                self._stream_zeros(reply.oversize)
+            else:
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (hang_for): exactly what the test wanted
+            # the client gave up (hang_for, trickle_for, oversize): exactly what the test
+            # wanted; its connection is gone, so no next request is read from it
+            self.close_connection = True
+
+    def _trickle(self, reply: _Reply, body: bytes) -> None:
+        """The whole answer, one byte every 1/rate seconds, until sent, the client hangs
+        up, or the emulator stops."""
+        head = [f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}",
+                "Content-Type: text/plain", f"Content-Length: {len(body)}",
+                *(f"{name}: {value}" for name, value in reply.headers.items())]
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        pause = 1.0 / (reply.trickle or 1.0)
+        for index in range(len(raw)):
+            if self.emulator._stopping.wait(pause if index else 0.0):
+                break
+            self.wfile.write(raw[index:index + 1])
+        self.close_connection = True
+
+    def _stream_zeros(self, size: int) -> None:
+        chunk = b"0" * 65536
+        sent = 0
+        while sent < size and not self.emulator._stopping.is_set():
+            piece = chunk[:min(len(chunk), size - sent)]
+            self.wfile.write(piece)
+            sent += len(piece)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the access log: quiet tests, and nothing that could ever carry a token."""
