@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import xmlrpc.client
 from typing import Any, Callable
 
@@ -43,7 +44,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnect
 from agent.deadline import Backoff, Deadline, poll
 from agent.deadline_socket import DeadlineSocket
 from agent.errors import AgentError
-from agent.local import fs
+from agent.local import fs, procs
 from agent.local.layout import Layout
 
 log = logging.getLogger("agent.supervisor")
@@ -255,7 +256,14 @@ class Supervisor:
         every child's environment, and children inherit them; programs that overwrite
         their environment (database servers) write a pid file in their runtime
         directory (`Layout.pidfile`, named after the program). Another user's
-        environment is unreadable, so only root sees them all."""
+        environment is unreadable, so only root sees them all.
+
+        A process can drop or rewrite its environment (`env -i`), so the environment is
+        not all: every program is also in the session of the supervisord that started it
+        (supervisord makes its own session when it daemonizes; programs get a process
+        group of their own in it), and a session's number is not handed to another
+        process while any member lives. The last supervisord's pid, from its pid file,
+        names that session."""
         marker = f"SUPERVISOR_SERVER_URL=unix://{self.layout.socket}".encode()
         found: dict[int, str] = {}
         for pidfile in self.layout.run.glob("*/*.pid"):
@@ -264,27 +272,41 @@ class Supervisor:
             # working in its data directory, under this root's state directory
             if pid is not None and _alive(pid) and _cwd(pid).startswith(f"{self.layout.state_dir}/"):
                 found[pid] = pidfile.stem
+        session = _read_pid(self.layout.supervisord_pid) if self._written_since_boot() else None
+        in_session = set()
+        if session is not None and not _alive(session):
+            in_session = {p.pid for p in procs.all_stats() if p.session == session and not p.zombie}
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *found):
                 continue
+            pid = int(entry.name)
             try:
                 with open(f"/proc/{entry.name}/environ", "rb") as handle:
                     environ = handle.read().split(b"\0")
             except OSError:
-                continue
-            if marker in environ:
+                environ = []
+            if marker in environ or pid in in_session:
                 named = next((v[24:] for v in environ if v.startswith(b"SUPERVISOR_PROCESS_NAME=")), b"?")
-                found[int(entry.name)] = named.decode("utf-8", "replace")
+                found[pid] = named.decode("utf-8", "replace")
         by_program: dict[str, list[int]] = {}
         for pid, program in found.items():
             by_program.setdefault(program, []).append(pid)
         return {name: _tops_first(pids) for name, pids in sorted(by_program.items())}
 
+    def _written_since_boot(self) -> bool:
+        """A pid file from before the machine's last boot names a session of nothing of
+        ours (a root outside /run survives a reboot)."""
+        try:
+            written = self.layout.supervisord_pid.stat().st_mtime
+        except OSError:
+            return False
+        return written > time.time() - procs.boottime()
+
     def reap_orphans(self, grace: float = 15.0) -> int:
         """SIGTERM the orphans, then SIGKILL what is left after `grace` seconds; and
         remove the pid file of the supervisord that left them."""
+        pids = self.orphans()  # before the pid file goes: it names the dead supervisord's session
         self._drop_stale_pidfile()
-        pids = self.orphans()
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         poll(lambda: any(_alive(p) for p in pids), lambda alive: not alive, Deadline(grace), QUICK)

@@ -124,3 +124,34 @@ def test_two_restarts_at_once_never_both_run(review_box: tuple[Agent, dict[str, 
     waiting.communicate(timeout=90)
     assert waiting.returncode == 0 and again.returncode == 0
     assert agent.status()[0] == 0
+
+
+def test_an_orphan_that_wiped_its_environment_is_still_found(shop_repo: Path, new_root: Agent) -> None:
+    """A service that runs with a clean environment (`env -i`) carries none of the
+    variables supervisord gave it; it is found by supervisord's session instead."""
+    from tests.conftest import services_python
+    port = free_ports(1)[0]
+    new_root.services = new_root.root / "services.yaml"
+    new_root.services.write_text(f"""\
+version: 1
+repos:
+  shop: {{url: {shop_repo}, ref: main}}
+services:
+  bare:
+    repo: shop
+    command: exec env -i PORT=$PORT {services_python()} -m testapps.echo
+    port: {port}
+    health: {{path: /health, timeout: 20}}
+""")
+    new_root("bake", check=True)
+    new_root("boot", "--mode", "review", check=True)
+    old = health_pid(port)
+    environ = open(f"/proc/{old}/environ", "rb").read()
+    assert b"SUPERVISOR_SERVER_URL" not in environ  # nothing to find it by
+    os.kill(int((new_root.root / "run/unified/supervisord.pid").read_text()), signal.SIGKILL)
+    time.sleep(0.5)
+    assert health_pid(port) == old
+    result = new_root("boot", "--mode", "review")
+    assert result.returncode == 0, result.stderr
+    assert health_pid(port) != old  # the orphan was stopped; a supervised one serves
+    assert new_root.status()[0] == 0
