@@ -277,7 +277,7 @@ def stop_locked(layout: Layout, current: State | None, drain_limit: float | None
     nothing to drain and no delay to wait. A load balancer that cannot be reached stops
     nothing: `no_drain` (`agent stop --no-drain`) stops anyway, and says what it skipped."""
     sup = Supervisor(layout)
-    if not sup.running() and not sup.orphans() and not release.leftovers(layout):
+    if not sup.running() and sup.pid() is None and not sup.orphans() and not release.leftovers(layout):
         return
     registrations = current.registrations if current else []
     if no_drain and registrations:
@@ -309,6 +309,8 @@ def stop_all(layout: Layout, service_names: list[str]) -> None:
     release.end_leftovers(layout)  # before the databases it may be using stop
     sup = Supervisor(layout)
     if not sup.running():
+        if sup.pid() is not None:  # alive, but its socket is gone (removed under it)
+            sup.terminate()
         sup.reap_orphans()  # a dead supervisord's programs would otherwise keep running
         return
     names = set(sup.processes())

@@ -242,6 +242,17 @@ class Supervisor:
             raise AgentError(f"supervisord (pid {pid}) did not exit within {timeout:.0f}s")
         self._drop_stale_pidfile()
 
+    def terminate(self, timeout: float = 120.0) -> None:
+        """SIGTERM to a supervisord that cannot be asked (its socket gone): it stops its
+        programs as it would on `shutdown`, each within its stopwaitsecs."""
+        pid = self.pid()
+        if pid is None:
+            return
+        _signal(pid, signal.SIGTERM)
+        if poll(lambda: _alive(pid), lambda alive: not alive, Deadline(timeout), QUICK):
+            _signal(pid, signal.SIGKILL)  # its programs are then orphans, reaped next
+        self._drop_stale_pidfile()
+
     def orphans(self) -> list[int]:
         """Processes started by a previous supervisord of this root, now nobody's
         (`program_processes`); none while this root's supervisord lives (restarting,

@@ -114,3 +114,11 @@ def test_only_the_agents_user_can_take_its_lock_and_a_dead_holder_is_not_named(
         refused = agent("restart", "--wait", "0.5")
     assert refused.returncode == 1 and "another operation is in progress (another process)" in refused.stderr
     assert str(dead) not in refused.stderr
+
+
+def test_stop_ends_a_supervisord_whose_socket_is_gone(booted: tuple[Agent, Any, int]) -> None:
+    agent, _, port = booted
+    (agent.root / "run/unified/supervisor.sock").unlink()  # removed under it: nothing to ask
+    result = agent("stop")
+    assert result.returncode == 0, result.stderr
+    assert not serving(port) and processes_under(agent.root) == []
