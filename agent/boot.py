@@ -32,7 +32,7 @@ from agent.errors import AgentError, BadInput
 from agent.local import lock, state
 from agent.local.apply import Box, start_supervisord_early
 from agent.local.layout import Layout
-from agent.local.state import IdentityRecord, RegistrationRecord, State
+from agent.local.state import IdentityRecord, RegistrationRecord, State, StepRecord
 from agent.plan import Plan, make_plan
 from agent.role import Role
 
@@ -111,7 +111,8 @@ def boot(layout: Layout, request: Request, say: Say = print) -> State:
             # recorded before registering: a crash in between must still leave stop and
             # watch knowing what to deregister
             _record(layout, current, balancers)
-            member.join(balancers, role.service or "", known)
+            joined = member.join(balancers, role.service or "", known)
+            current.steps = [*current.steps, *(StepRecord(name, round(seconds, 3)) for name, seconds in joined)]
         _record(layout, current, balancers)  # with what the load balancers told us (ARNs)
         current.config_path, current.config_keys = (plan.config_path, sorted(config)) if config else (None, [])
         if who is not None:

@@ -62,16 +62,25 @@ class Membership:
             self._stack.enter_context(self._hook.heartbeats(self.heartbeat_interval))
         return setup
 
-    def join(self, balancers: list[LoadBalancer], service: str, known: frozenset[str] = frozenset()) -> None:
-        """Register with each load balancer and wait until it sees the instance healthy.
-        Where an earlier boot registered (`known`: descriptions), the instance is
-        registered again only if the load balancer no longer has it."""
+    def join(self, balancers: list[LoadBalancer], service: str,
+             known: frozenset[str] = frozenset()) -> list[tuple[str, float]]:
+        """Register with each load balancer and wait until it sees the instance healthy,
+        as long as its own health check can take (`health_wait_seconds`), with the hook
+        kept alive meanwhile. Where an earlier boot registered (`known`: descriptions),
+        the instance is registered again only if the load balancer no longer has it.
+        The steps taken, for the boot's timeline: (what, seconds)."""
+        steps = []
         for lb in balancers:
-            if lb.description not in known or lb.state() in ("unused", "draining"):
+            registered = lb.description not in known or lb.state() in ("unused", "draining")
+            if registered:
                 lb.register()
             self.joined.append(lb)
-            seconds = kinds.wait_healthy(lb)
-            self.say(f"{service}: healthy in {lb.description} ({seconds:.1f}s)")
+            allowed = lb.health_wait_seconds()
+            seconds = kinds.wait_healthy(lb, allowed)
+            self.say(f"{service}: healthy in {lb.description} ({seconds:.1f}s; allowed {allowed:.0f}s)")
+            if registered:
+                steps.append((f"healthy in {lb.description} (allowed {allowed:.0f}s)", seconds))
+        return steps
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stack.close()  # heartbeats stop before the hook is completed

@@ -106,6 +106,8 @@ def test_production_boot_registers_and_continues(moto_server: MotoServer, imds: 
     actions = moto_server.lifecycle_actions
     assert [(a["LifecycleHookName"], a["LifecycleActionResult"]) for a in actions] == [("launching", "CONTINUE")]
     assert calls.index("RegisterTargets") < calls.index("CompleteLifecycleAction")
+    # the health wait came from the target group's health check (ALB defaults: (5 + 1) x 30 s + 30 s)
+    assert "healthy in target group prod-echo (allowed 210s)" in [s["name"] for s in new_root.status()[1]["steps"]]
     # only the tagged service runs, with its config vars; SSM overrides plain env
     code, report = new_root.status()
     assert code == 0 and [p["name"] for p in report["programs"]] == ["echo"]
@@ -401,6 +403,9 @@ def test_staging_registers_with_a_classic_elb(moto_server: MotoServer, imds: Any
     prepare(new_root, shop_repo, moto_server, imds(seeded))
     before = len(moto_server.calls)
     new_root("boot", check=True)
+    # the wait came from the classic ELB's health check (its defaults: (10 + 1) x 30 s + 30 s)
+    steps = [step["name"] for step in new_root.status()[1]["steps"]]
+    assert "healthy in classic ELB stg-echo (allowed 360s)" in steps, steps
     assert_allowed_by_the_service_policy(moto_server, before, new_root, mode="staging")
     elb = moto_server.client("elb", internal=True)
     states = elb.describe_instance_health(LoadBalancerName="stg-echo")["InstanceStates"]

@@ -128,3 +128,13 @@ def test_the_status_table_has_a_line_per_program_and_says_why_one_is_not_ready()
 def test_the_status_of_a_box_never_booted() -> None:
     text = format_status({"booted": False, "error": "not booted: run `agent boot`", "manifest": None})
     assert text == "not booted: run `agent boot`"
+
+
+def test_health_waits_come_from_the_load_balancers_own_settings() -> None:
+    from agent.aws.lb.kinds import HEALTH_MARGIN
+    from agent.aws.lb.target_group import NLB_ALLOWANCE, _health_wait
+    alb_defaults = {"Protocol": "HTTP", "HealthCheckIntervalSeconds": 30, "HealthyThresholdCount": 5}
+    assert _health_wait(alb_defaults) == 6 * 30 + HEALTH_MARGIN == 210
+    assert _health_wait({**alb_defaults, "HealthCheckIntervalSeconds": 5, "HealthyThresholdCount": 2}) == 45
+    nlb = {"Protocol": "TCP", "HealthCheckIntervalSeconds": 30, "HealthyThresholdCount": 3}
+    assert _health_wait(nlb) == 4 * 30 + HEALTH_MARGIN + NLB_ALLOWANCE
