@@ -38,6 +38,8 @@ bench: setup venv           ## benchmarks (not tests): figures go to docs/benchm
 	$(PY) benchmarks/production_boot.py
 	$(PY) benchmarks/bake.py
 	$(PY) benchmarks/watch_memory.py
+	$(PY) benchmarks/deploy.py --start-delay 0
+	$(PY) benchmarks/deploy.py --start-delay 10
 
 setup:
 	bash .ci/setup

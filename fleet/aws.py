@@ -11,6 +11,7 @@ from agent.aws.clients import AwsError, call
 from agent.errors import BadInput
 
 __all__ = ["AwsError", "call", "client", "region"]
+clients.USER_AGENT[0] = "unified-deploy"
 
 
 @lru_cache(maxsize=1)

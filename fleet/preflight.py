@@ -9,6 +9,7 @@ DynamoDB table, the instance profiles.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,15 +95,21 @@ def check(catalog: Catalog, env_name: str, services: list[str], image: str | Non
             problems.append(f"{what}: {exc.code}: {exc.detail}")
         return None
 
-    if image is not None:
-        attempt(f"image {image}", _image, image)
-    template = attempt(f"launch template {fleet.launch_template}", groups.template, fleet.launch_template, env_name)
-    attempt("subnets", _subnets, fleet.subnets)
-    table = attempt(f"table {fleet.table}", _table, fleet.table)
     needs_alb = any(catalog.services[s].load_balancer.get(env_name) is not None and
                     catalog.services[s].load_balancer[env_name].kind != "classic_elb" for s in services)
-    lb = attempt(f"load balancer {fleet.load_balancer}", routing.load_balancer, fleet.load_balancer) \
-        if needs_alb else None
+    # the independent reads at once: a preflight is on every deploy's critical path
+    with ThreadPoolExecutor(max_workers=5, thread_name_prefix="preflight") as pool:
+        reads = {
+            "image": pool.submit(attempt, f"image {image}", _image, image) if image is not None else None,
+            "template": pool.submit(attempt, f"launch template {fleet.launch_template}", groups.template,
+                                    fleet.launch_template, env_name),
+            "subnets": pool.submit(attempt, "subnets", _subnets, fleet.subnets),
+            "table": pool.submit(attempt, f"table {fleet.table}", _table, fleet.table),
+            "lb": pool.submit(attempt, f"load balancer {fleet.load_balancer}", routing.load_balancer,
+                              fleet.load_balancer) if needs_alb else None,
+        }
+    done = {name: future.result() if future is not None else None for name, future in reads.items()}
+    template, table, lb = done["template"], done["table"], done["lb"]
     parts: dict[str, ServiceParts] = {}
     for name in services:
         part = attempt(f"service {name}", _service, catalog.services[name], env_name, lb, fleet)

@@ -71,8 +71,10 @@ def wait_in_service(name: str, desired: int, deadline: Deadline, say: Say, servi
         say(f"{service}: {ready}/{desired} instances in service" + (f" ({booting})" if booting else ""))
         return group
 
+    # quick at first (a fast boot is seen at once), then every few seconds (a slow one
+    # costs a call per poll, and real instances take minutes)
     group = poll(look, lambda g: bool(failed) or (g is not None and len(g.in_service) >= desired), deadline,
-                 Backoff(0.5, 1.5, 3.0))
+                 Backoff(0.2, 1.3, 3.0))
     if failed:
         instance = failed[0]
         raise VerifyFailed(f"{service}: instance {instance} failed to boot: {boot_error(instance)}")
@@ -120,7 +122,9 @@ def probe(url: str, paths: tuple[str, ...], count: int, header: str | None, dead
                 streak[0] = 0
             return streak[0]
 
-        got = poll(attempt, lambda n: n >= count, deadline, Backoff(0.05, 1.5, 1.0))
+        # no pause after a 2xx (a streak is asked in a row); backing off after anything else
+        got = poll(attempt, lambda n: n >= count, deadline, Backoff(0.1, 1.5, 1.0),
+                   hint=lambda n: 0.0 if n > 0 else None)
         if got < count:
             hint = "" if last[0].startswith("HTTP") else f"; is {url} reachable from here? (--probe-url)"
             raise VerifyFailed(f"{service}: GET {path} through the {'candidate' if header else 'live'} route did "

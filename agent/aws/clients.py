@@ -17,6 +17,9 @@ from typing import Any, Callable
 from agent.errors import AgentError
 
 RETRY_MODE = os.environ.get("AWS_RETRY_MODE", "adaptive")
+# Who is calling, in the User-Agent: "unified-agent" on instances; the deploy tool sets
+# its own name before its first client, so AWS's logs (CloudTrail) tell the two apart.
+USER_AGENT = ["unified-agent"]
 MAX_ATTEMPTS = int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))
 
 
@@ -60,7 +63,7 @@ def _config(region: str) -> Any:
         retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
         connect_timeout=5,
         read_timeout=20,
-        user_agent_extra="unified-agent",
+        user_agent_extra=USER_AGENT[0],
     )
 
 

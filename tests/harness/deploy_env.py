@@ -42,7 +42,7 @@ SERVICE_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) el
 
 def services_yaml(repo: Path, ref: str, subnets: tuple[str, ...] = ("subnet-00000000",), *,
                   desired: int = 2, standby_minutes: int = 30, retain: int = 2, verify: str = "[/health]",
-                  release: str | None = None, extra_services: str = "") -> str:
+                  release: str | None = None, start_delay: float = 0, extra_services: str = "") -> str:
     """The stack as deployed: `echo` behind the blue/green pair. The baked copy in an
     image only needs the shapes right (the agent ignores `fleet`); the operator's copy
     names the real subnets."""
@@ -55,7 +55,8 @@ services:
     repo: shop
     command: {SERVICE_PYTHON} -m testapps.echo
     port: 8000
-    health: {{path: /health, timeout: 20}}
+    health: {{path: /health, timeout: {20 + int(start_delay)}}}
+    env: {{START_DELAY: "{start_delay:g}"}}
     load_balancer:
       {ENV}: {{target_groups: [{PAIR[0]}, {PAIR[1]}]}}
     scale:

@@ -135,6 +135,7 @@ class ApiRequest(NamedTuple):
     service: str
     action: str
     params: dict[str, Any]
+    user_agent: str = ""
 
 
 # --------------------------------------------------------------------------------------
@@ -467,12 +468,13 @@ def read_request(environ: WSGIEnvironment, body: bytes) -> ApiRequest:
             members = json.loads(body or b"{}")
         except ValueError:
             members = {}
-        return ApiRequest(service, target.rsplit(".", 1)[-1], members if isinstance(members, dict) else {})
+        return ApiRequest(service, target.rsplit(".", 1)[-1], members if isinstance(members, dict) else {},
+                          environ.get("HTTP_USER_AGENT", ""))
     params = parse_qs(environ.get("QUERY_STRING", ""))
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
         params.update(parse_qs(body.decode("utf-8", "replace")))
     flat = {key: values[0] for key, values in params.items()}
-    return ApiRequest(service, flat.get("Action", "unknown"), flat)
+    return ApiRequest(service, flat.get("Action", "unknown"), flat, environ.get("HTTP_USER_AGENT", ""))
 
 
 def _error_response(environ: WSGIEnvironment, call: ApiCall, fault: _Fault) -> Response:
