@@ -16,6 +16,18 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import free_ports, make_stack_repo, stack_yaml  # noqa: E402  (one definition of the stack)
 
 
+def precompile() -> None:
+    """Bytecode for the agent and the deploy tool, as `pip install` leaves an installed
+    package: without it (PYTHONDONTWRITEBYTECODE, a fresh clone) every run of a command
+    would compile its sources, while the baselines' installed modules come compiled."""
+    import compileall
+    for package in ("agent", "fleet"):
+        compileall.compile_dir(str(REPO / package), quiet=1)
+
+
+precompile()
+
+
 class Stack:
     """A baked template root and the services.yaml describing it."""
 

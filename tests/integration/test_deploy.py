@@ -386,3 +386,38 @@ def test_the_release_runs_once_per_deploy_on_the_first_instance_before_traffic(
         assert all("unified:release" not in g["tags"] for g in live)  # later instances never run it
     finally:
         subprocess.run(["rm", "-rf", str(ledger)], check=False)
+
+
+def test_status_releases_and_a_forced_lock_release_say_what_is_true(prod: DeployEnv) -> None:
+    deployed(prod, "v1")
+    deployed(prod, "v2")
+    status = prod.unified("status", ENV)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    live = next(line for line in lines if line.strip().startswith("live"))
+    standby = next(line for line in lines if line.strip().startswith("standby"))
+    assert prod.images["v2"] in live and "2/2 in service" in live and "2 healthy in prod-echo-blue, weight 100" in live
+    assert prod.images["v1"] in standby and "weight 0" in standby and "to zero at" in standby
+    assert "lock     free" in status.stdout
+    data = json.loads(prod.unified("status", ENV, "--json").stdout)["services"]["echo"]
+    assert data["weights"] == {"prod-echo-blue": 100, "prod-echo-green": 0}
+    assert data["live"]["commits"] and data["standby"]["desired"] == 2
+    releases = prod.unified("releases", ENV, "echo").stdout.splitlines()
+    assert releases[0].startswith("=== production releases") and len(releases) == 3
+    assert prod.images["v2"] in releases[1] and "shop@" in releases[1] and "boot" in releases[1]
+
+    free = prod.unified("lock", "release", ENV, "echo")
+    assert free.returncode == 0 and "free" in free.stdout
+    running = Running(prod, "deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)
+    running.wait_for("instances in service")
+    holder = lock_holder(prod)
+    assert holder is not None
+    refused = prod.unified("lock", "release", ENV, "echo")
+    assert refused.returncode == 4 and "--force" in refused.stderr and holder["holder"] in refused.stderr
+    forced = prod.unified("lock", "release", ENV, "echo", "--force")
+    assert forced.returncode == 0 and f"released the lock of {holder['holder']}" in forced.stdout
+    assert holder["deploy_id"] in forced.stdout
+    code, _, err = running.finish()
+    assert code == 1 and "lost the deploy lock" in err  # it stopped at its next step, switched nothing
+    assert set(prod.versions(10)) == {"2"}
+    assert prod.rules() == []
