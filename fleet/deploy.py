@@ -108,6 +108,7 @@ def deploy_service(ctx: Context, part: ServiceParts, image: str) -> Outcome:
     name, say = part.name, ctx.say
     ctx.locks.phase(f"{name}: recover")
     state = recover(ctx, part)
+    vacate_idle_colour(ctx, part, state)
     sizes = _sizes(ctx, part, state.live)
     colour = state.idle_colour if part.pair else None
     release = Release(service=name, deploy_id=ctx.deploy_id, kind="deploy", image=image, who=ctx.who,
@@ -156,6 +157,12 @@ def deploy_service(ctx: Context, part: ServiceParts, image: str) -> Outcome:
             ctx.locks.phase(f"{name}: standby")
             after_switch(ctx, part, state, release)
     except AgentError as failure:
+        if attempt.switched:  # it serves: recorded as live (or the next deploy would remove it), with why
+            history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED,
+                           f"switched, then failed: {failure.lines[0]}")
+            say(f"{name}: switched to {release.group}, then FAILED: {failure.lines[0]}")
+            return Outcome(name, False, f"switched to {release.group} (it serves), then failed: {failure.lines[0]}",
+                           release, switched_at)
         history.finish(ctx.parts.table, ctx.env, release, history.FAILED, failure.lines[0])
         say(f"{name}: FAILED: {failure.lines[0]}")
         return Outcome(name, False, failure.lines[0], release)
@@ -225,21 +232,8 @@ def _undo(say: Say, what: str, fn: Callable[..., None], *args: object) -> None:
 
 
 def remove_group(ctx: Context, name: str, say: Say) -> None:
-    """Scale to zero, wait for the instances to go (their agents drain them and complete
-    the terminating hook), delete the group."""
-    groups.resize(name, 0, 0)
-    def look() -> Group | None:
-        found = groups.group(name)
-        if found is not None:
-            say_left = ", ".join(f"{i.instance_id} {i.lifecycle_state}" for i in found.instances)
-            ctx.say(f"{name}: {len(found.instances)} instances draining" + (f" ({say_left})" if say_left else ""))
-        return found
-    left = poll(look, lambda g: g is None or not g.instances, Deadline(ctx.options.drain_timeout),
-                Backoff(0.5, 1.5, 5.0))
-    if left is not None and left.instances:
-        raise AgentError(f"{name}: {len(left.instances)} instances still there after "
-                         f"{ctx.options.drain_timeout:.0f}s; the next deploy will finish removing it")
-    if left is not None:
+    """Its instances drained away (`remove_instances`), then the group deleted."""
+    if remove_instances(ctx, name) is not None:
         groups.delete(name)
     say(f"removed {name}")
 
@@ -297,14 +291,46 @@ def after_switch(ctx: Context, part: ServiceParts, state: ServiceState, release:
     if part.pair and state.live is not None:
         groups.schedule_scale_down(state.live.name, fleet.standby_minutes)
         ctx.say(f"{part.name}: {state.live.name} stays warm as the standby for {fleet.standby_minutes} min")
-    if state.standby is not None:
-        groups.cancel_scale_down(state.standby.name)
-        groups.resize(state.standby.name, 0, 0)
-        ctx.say(f"{part.name}: the previous standby {state.standby.name} goes to zero (kept)")
     if part.pair and part.service.verify_paths:
         verify.probe(probe_url(ctx), part.service.verify_paths, ctx.parts.fleet.verify_count, None,
                      Deadline(ctx.options.verify_timeout), ctx.say, part.name)
     prune(ctx, part)
+
+
+def vacate_idle_colour(ctx: Context, part: ServiceParts, state: ServiceState) -> None:
+    """A pair's standby sits in the idle colour, where the new version goes: it goes to
+    zero first (kept, for a cold rollback), and its instances are gone before anything
+    joins that colour, or the probes, and after the switch customers, would reach both
+    versions. It has no weight, so no customer request is in flight there: its agents
+    drain at once."""
+    if not part.pair or state.standby is None:
+        return
+    ctx.say(f"{part.name}: the standby {state.standby.name} leaves {state.idle_colour} for the new version "
+            "(to zero, kept)")
+    groups.cancel_scale_down(state.standby.name)
+    remove_instances(ctx, state.standby.name)
+    state.kept.insert(0, state.standby)
+    state.standby = None
+
+
+def remove_instances(ctx: Context, name: str) -> Group | None:
+    """Scale to zero and wait for the instances to go (their agents drain them and
+    complete the terminating hook); the group as it ends, None if gone."""
+    groups.resize(name, 0, 0)
+
+    def look() -> Group | None:
+        found = groups.group(name)
+        if found is not None:
+            left = ", ".join(f"{i.instance_id} {i.lifecycle_state}" for i in found.instances)
+            ctx.say(f"{name}: {len(found.instances)} instances draining" + (f" ({left})" if left else ""))
+        return found
+
+    left = poll(look, lambda g: g is None or not g.instances, Deadline(ctx.options.drain_timeout),
+                Backoff(0.5, 1.5, 5.0))
+    if left is not None and left.instances:
+        raise AgentError(f"{name}: {len(left.instances)} instances still there after "
+                         f"{ctx.options.drain_timeout:.0f}s; the next deploy will finish removing it")
+    return left
 
 
 def prune(ctx: Context, part: ServiceParts) -> None:

@@ -104,6 +104,8 @@ def _cold(ctx: Context, part: preflight.ServiceParts, state: ServiceState, targe
     name, say = part.name, ctx.say
     assert state.live is not None
     low, high, desired = state.live.min, state.live.max, state.live.desired
+    if state.standby is not None and state.standby != target:
+        deploy.vacate_idle_colour(ctx, part, state)
     attempt = _Restore(ctx, part, state, target)
     with attempt:
         with timer("boot"):

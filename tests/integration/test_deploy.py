@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def baked() -> Iterator[tuple[Path, dict[str, Path], dict[str, str]]]:
-    """Three versions of the code, baked: v1, v2, and v3 whose health check fails."""
+    """Versions of the code, baked: v1, v2, v3 whose health check fails, and v2s: v2
+    taking 6 s to start (a deploy still running while a test looks at it)."""
     base = Path(tempfile.mkdtemp(prefix="unified-deploy-", dir="/tmp"))
     base.chmod(0o755)
     repo = make_stack_repo(base)
@@ -47,6 +48,8 @@ def baked() -> Iterator[tuple[Path, dict[str, Path], dict[str, str]]]:
                                         text=True, check=True).stdout.strip()
         subprocess.run(["git", "-C", str(repo), "tag", label], check=True)
         roots[label] = bake_image(base / f"image-{label}", services_yaml(repo, label))
+    commits["v2s"] = commits["v2"]
+    roots["v2s"] = bake_image(base / "image-v2s", services_yaml(repo, "v2", start_delay=6))
     yield repo, roots, commits
     subprocess.run(["rm", "-rf", str(base)], check=False)
 
@@ -190,7 +193,7 @@ def lock_holder(prod: DeployEnv) -> dict[str, Any] | None:
 
 def test_two_deploys_at_once_one_is_refused_naming_the_holder_one_queues(prod: DeployEnv) -> None:
     deployed(prod, "v1")
-    first = Running(prod, "deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url)
+    first = Running(prod, "deploy", ENV, "--image", prod.images["v2s"], "--probe-url", prod.alb.url)
     first.wait_for("instances in service")
     holder = lock_holder(prod)
     assert holder is not None and holder["phase"].startswith("echo: ")
@@ -209,7 +212,7 @@ def test_two_deploys_at_once_one_is_refused_naming_the_holder_one_queues(prod: D
     assert set(prod.versions(10)) == {"1"}
     releases = json.loads(prod.unified("releases", ENV, "--json").stdout)
     assert [(r["image"], r["result"]) for r in releases] == [
-        (prod.images["v1"], "succeeded"), (prod.images["v2"], "succeeded"), (prod.images["v1"], "succeeded")]
+        (prod.images["v1"], "succeeded"), (prod.images["v2s"], "succeeded"), (prod.images["v1"], "succeeded")]
     assert lock_holder(prod) is None
 
 
@@ -408,7 +411,7 @@ def test_status_releases_and_a_forced_lock_release_say_what_is_true(prod: Deploy
 
     free = prod.unified("lock", "release", ENV, "echo")
     assert free.returncode == 0 and "free" in free.stdout
-    running = Running(prod, "deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)
+    running = Running(prod, "deploy", ENV, "--image", prod.images["v2s"], "--probe-url", prod.alb.url)
     running.wait_for("instances in service")
     holder = lock_holder(prod)
     assert holder is not None
@@ -421,3 +424,22 @@ def test_status_releases_and_a_forced_lock_release_say_what_is_true(prod: Deploy
     assert code == 1 and "lost the deploy lock" in err  # it stopped at its next step, switched nothing
     assert set(prod.versions(10)) == {"2"}
     assert prod.rules() == []
+
+
+def test_a_failure_after_the_switch_leaves_the_new_version_live_and_recorded(prod: DeployEnv) -> None:
+    deployed(prod, "v1")
+    deployed(prod, "v2")
+    # the switch to v1 is made; then scheduling the end of v2's standby is refused
+    prod.moto.inject_error("PutScheduledUpdateGroupAction", 5, status=400, code="ValidationError",
+                           message="refused for the test")
+    failed = prod.unified("deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)
+    assert failed.returncode == 1, failed.stderr
+    assert "(it serves), then failed" in failed.stdout and "refused for the test" in failed.stdout
+    prod.moto.clear_faults()
+    assert set(prod.versions(10)) == {"1"}
+    newest = json.loads(prod.unified("releases", ENV, "--json").stdout)[0]
+    assert newest["result"] == "succeeded" and "switched, then failed" in newest["detail"]
+    # the next deploy builds on it: the version that serves is never taken for a leftover
+    after = deployed(prod, "v2")
+    assert "was left by deploy" not in after.stderr
+    assert set(prod.versions(10)) == {"2"}
