@@ -26,7 +26,8 @@ IMAGE_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 
 
 class Interrupted(AgentError):
-    """SIGTERM or Ctrl-C: raised where the deploy is, so it cleans up what it made."""
+    """SIGTERM: raised where the deploy is (as Ctrl-C raises KeyboardInterrupt), so it
+    cleans up what it made."""
 
 
 def _interrupted(signum: int, frame: Any) -> None:
