@@ -1,9 +1,11 @@
 """`agent bake`: every repo of services.yaml at its ref under the root, built.
 
-Runs inside the Packer build. Repos bake in parallel on a bounded pool; each repo's
-output is captured to its own log; a failing repo does not stop the others, and all
-failures are reported at the end with the tail of their output. The manifest records
-exactly which commits the image holds: the fleet tool and the AMI tags read it.
+Runs inside the Packer build (and for `make review`). Repos bake in parallel on a
+bounded pool; each repo's build output goes to its own log (`var/log/unified/bake/`;
+git's errors go into the failure's message); a failing repo does not stop the others,
+and all failures are reported at the end with the tail of their output. The manifest
+records exactly which commits the image holds: the AMI's `unified:commit:<repo>` tags
+are made from it (packer/scripts/tag-ami.sh), and the deploy tool reads those tags.
 
 A bake is two steps, fetch (clone or fetch, check out the ref) and build; `agent bake
 --steps fetch` or `--steps build` runs one of them (by default, both). The image build uses them apart: the build host, which holds the git

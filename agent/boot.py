@@ -64,8 +64,9 @@ class Who:
 
 
 def boot(layout: Layout, request: Request, say: Say = print) -> State:
-    """Boot this box; raises AgentError (BadInput for bad flags, tags or files) after
-    completing the launch hook with ABANDON."""
+    """Boot this box; raises AgentError (BadInput for bad flags, tags or files). Once
+    IMDS has named the instance, a failure first completes the launch hook with ABANDON
+    (`Membership`); flags are checked before IMDS is asked, so bad ones complete no hook."""
     if request.service is not None and request.mode is None:
         raise BadInput("--service needs --mode (staging or production)")
     if request.mode is not None:  # flags are checked before anything asks IMDS or writes

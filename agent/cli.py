@@ -1,8 +1,11 @@
 """The `agent` command line: parse, dispatch, print, and turn AgentError into exit codes.
 
-The only place that prints errors and picks exit codes (2 bad input, 3 not ready,
-1 other failure). Each command is a few lines handing its arguments to the module that
-does the work. Heavy modules (boto3, jinja2, jsonschema) are imported inside the
+The only place that prints an AgentError and turns it into an exit code (its own: 2
+bad input, 1 any other failure), and that prints an unforeseen exception as one line
+(exit 1) or a Ctrl-C (exit 130). Two commands return a code their module worked out:
+`agent status` (and `agent boot`, which ends by printing the status) 0 or 3 from
+`agent.ops.status`, and `agent watch --once` 0 or 1 from `agent.watch.run`. Each
+command is a few lines handing its arguments to the module that does the work. Heavy modules (boto3, jinja2, jsonschema) are imported inside the
 commands that need them, so `agent status` starts fast.
 """
 

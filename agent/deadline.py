@@ -1,15 +1,19 @@
-"""Deadlines and the one polling loop every wait in the agent goes through.
+"""Deadlines, and the one polling loop the agent's waits for a state go through.
 
-Waiting is where an agent hangs a boot or misses a spot notice, so every wait has the
-same shape: a `Deadline` fixed when the wait starts (a total, not a per-try timeout),
-a `Backoff` between tries, and `poll`, which stops at the first answer that is done,
-or at the deadline with the last answer. The caller decides what "not done in time"
-means.
+Waiting is where an agent hangs a boot or misses a spot notice, so a wait for a state
+(a program ready, a target healthy or drained, a lock free, a process gone) has one
+shape: a `Deadline` fixed when the wait starts (a total, not a per-try timeout), a
+`Backoff` between tries, and `poll`, which stops at the first answer that is done, or
+at the deadline with the last answer. The caller decides what "not done in time"
+means. Waits outside `poll`: the heartbeat thread's pause (`agent.aws.lifecycle`), the
+end of a release, which must finish even after a cancel (`agent.local.release`), and
+the commands the agent runs to their end (a repo's build, initdb, psql).
 
-The one exception `poll` raises is `Cancelled`: SIGTERM (systemd stopping the unit, or
-`agent watch` taking over a boot for a spot notice) calls `cancel`, and every wait in
-every thread ends at once, so a boot gives up in seconds, not after its slowest
-readiness timeout, and still completes its lifecycle hook with ABANDON.
+The one exception `poll` raises of its own is `Cancelled` (what `attempt` raises goes
+through): SIGTERM (systemd stopping the unit, or `agent watch` taking over a boot for a
+spot notice) calls `cancel`, and every `poll` and `Deadline.sleep` in every thread ends
+at once, so a boot gives up in seconds, not after its slowest readiness timeout, and
+still completes its lifecycle hook with ABANDON.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A socket whose whole exchange has one deadline, for every call that leaves the process.
+"""A socket whose whole exchange has one deadline, for the calls to IMDS and supervisord.
 
 A socket timeout bounds one read. An answer trickled a byte at a time (a sick metadata
 service, a stopped supervisord that accepted the connection) resets it with every byte,
@@ -7,7 +7,9 @@ instead: connecting, sending and every receive wait only until the `Deadline` it
 gives it, however the bytes arrive, and then raise `socket.timeout` (TimeoutError), which
 every caller already treats as "no answer". Receives and sends wait in slices of at most
 `SLICE` seconds and check `agent.deadline.cancel` between them, so SIGTERM ends an
-exchange within a slice instead of after it.
+exchange within a slice instead of after it. (AWS calls go through boto3, with its own
+connect and read timeouts: `agent.aws.clients`; readiness probes use plain socket
+timeouts on loopback.)
 
 The owner passes a callable returning the current deadline, so a connection kept open
 across calls (supervisor's transport) gets a fresh deadline for each call.

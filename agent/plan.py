@@ -147,9 +147,10 @@ def _service_program(svc: Service, layout: Layout, facts: Facts, needs: tuple[st
 
 
 def describe(plan: Plan) -> str:
-    """The plan for people: each program in start order with its command, user,
-    directory, readiness check and environment (secrets redacted); then databases and
-    registrations."""
+    """The plan for people: each program (the databases first, then the services in
+    services.yaml's order; `after:` says what each starts after) with its command,
+    user, directory, readiness check, release and environment (secrets redacted); then
+    the databases, the registrations and a release deferred to the deploy."""
     data = plan.to_json()
     lines = [f"role: {plan.role.describe()}"]
     for prog in data["programs"]:

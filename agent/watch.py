@@ -4,9 +4,11 @@ Every few seconds (token reused) it asks IMDS for a spot interruption notice
 (`spot/instance-action`) and for the Auto Scaling target lifecycle state becoming
 `Terminated` (scale-in, or the group replacing an interrupted spot instance). On
 either, once per event (remembered in the state file, so a restarted watch does not act
-twice): deregister, wait for draining within the time left, stop the services
-gracefully (SIGTERM, then their stop timeout), and for a termination complete the
-terminating lifecycle hook with CONTINUE, sending heartbeats while draining runs.
+twice): stop a boot still running (SIGTERM: it abandons its launch hook), deregister,
+wait for draining within the time left, stop the services gracefully (SIGTERM, then
+their stop timeout), then the databases and supervisord, and for a termination
+complete the terminating lifecycle hook with CONTINUE, sending heartbeats while
+draining and stopping run.
 
 It stays small: boto3 is imported only when an event arrives, not in the polling loop.
 
@@ -16,7 +18,7 @@ IMDS answers, even a byte at a time (`Imds.budget`), so a poll that goes wrong i
 before the next is due and a notice posted meanwhile is seen by the next one. SIGTERM
 (systemd stopping the unit) ends a poll or the pause between polls at once
 (`agent.deadline.cancel`); once an event is being acted on, SIGTERM lets the drain and
-the stop finish first (as before), then the watch exits.
+the stop finish first, then the watch exits.
 """
 
 from __future__ import annotations

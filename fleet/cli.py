@@ -1,5 +1,7 @@
-"""The `unified` command line: parse, dispatch, print; the only place that picks exit
-codes (0 done, 1 a service failed, 2 bad input before any AWS write, 4 a lock held).
+"""The `unified` command line: parse, dispatch, print; the only place that turns errors
+into exit codes (0 done; 1 a service failed, or another failure, SIGTERM included; 2 bad
+input, refused before any AWS write; 4 a lock held; 130 Ctrl-C, after what the deploy
+made is cleaned up).
 
 Progress goes to stderr, results to stdout (`--json` where a script reads them). AWS is
 reached through boto3's usual settings: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL.
@@ -24,7 +26,8 @@ IMAGE_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 
 
 class Interrupted(AgentError):
-    """SIGTERM or Ctrl-C: raised where the deploy is, so it cleans up what it made."""
+    """SIGTERM: raised where the deploy is (as Ctrl-C raises KeyboardInterrupt), so it
+    cleans up what it made."""
 
 
 def _interrupted(signum: int, frame: Any) -> None:

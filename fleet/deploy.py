@@ -18,9 +18,13 @@
                 then AWS scales it to zero (a scheduled action); groups beyond `retain`
                 are deleted, never the live one or the last standby
 
-A failure before the switch switches nothing: the candidate route and the new group go
-(its instances drained by their agents) and the exit code is 1, with the failing
-instance and its agent's reason. Every step runs inside the lock.
+A failure before the switch switches nothing: the candidate route, the new group (its
+instances drained by their agents) and its launch template version go, and the exit
+code is 1, with the failing instance and its agent's reason. A failure after the
+switch (the probes through the live route, the standby's schedule, pruning) also exits
+1, but the new version serves: the message says what failed, and its release is
+recorded `failed` (for a blue/green pair the next deploy sees from the weights that it
+serves and records it as live). Every step after preflight runs inside the lock.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The tool's exit codes (a contract: README, "Deploying"): 0 done, 1 a service failed
-and nothing was switched for it, 2 bad input refused before any AWS write, 4 a lock is
-held. Errors are the agent's AgentError and BadInput, with one more."""
+(before its switch: nothing was switched for it), 2 bad input refused before any AWS
+write, 4 a lock is held. Errors are the agent's AgentError and BadInput, with one more."""
 
 from __future__ import annotations
 

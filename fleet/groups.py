@@ -3,7 +3,7 @@
 A deploy never edits what serves: it adds a launch template version (the fixed
 template's default version, whole, with the new image: never a SourceVersion merge,
 whose surprises are documented) and a new group from it, with the hooks the agent
-relies on and the tags of design. Old groups are kept, at zero, for cold rollbacks.
+relies on and the tags of `fleet.names.group_tags`. Old groups are kept, at zero, for cold rollbacks.
 """
 
 from __future__ import annotations

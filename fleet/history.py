@@ -3,7 +3,8 @@
 One item per (service, deploy id) in the environment's table, written when the deploy
 starts (`running`) and again when it ends: `succeeded`, `failed` (with why), or
 `interrupted` (found by a later deploy, whose lock the dead one's lease had freed).
-The live version of a service is its newest `succeeded` record.
+For a service without a blue/green pair the live version is its newest `succeeded`
+record; for a pair the listener's weights decide (`fleet.inventory`).
 """
 
 from __future__ import annotations
@@ -67,5 +68,6 @@ def releases(table: Table, env: str, service: str | None = None) -> list[Release
 
 
 def live(history: list[Release]) -> Release | None:
-    """The release serving now: the newest that succeeded (a deploy or a rollback)."""
+    """The newest release that succeeded (a deploy or a rollback): the one serving now,
+    for a service without a blue/green pair (a pair's is found from its weights)."""
     return next((r for r in history if r.result == SUCCEEDED), None)

@@ -1,4 +1,4 @@
-"""Names and tags of what the tool makes: deploy ids, group names, the tags of design.
+"""Names and tags of what the tool makes: deploy ids, group names, the tags it sets.
 
 Pure: no AWS. Group names carry the environment, the service and the deploy id, joined
 by dots (which names of services and environments cannot hold), so the parts can be
@@ -40,8 +40,9 @@ def group_name(env: str, service: str, deploy_id: str) -> str:
 
 
 def group_tags(env: str, service: str, deploy_id: str, target_group: str | None) -> dict[str, str]:
-    """The tags a new group carries and passes to its instances (design: mode, service,
-    deploy id, and for a blue/green pair the group of the pair they join)."""
+    """The tags a new group carries and passes to its instances: mode, service, deploy
+    id, and for a blue/green pair the group of the pair they join (a deploy with a
+    release adds `unified:release` for its first instance)."""
     tags = {MODE_TAG: env, SERVICE_TAG: service, DEPLOY_TAG: deploy_id}
     if target_group is not None:
         tags[TARGET_GROUP_TAG] = target_group

@@ -1,10 +1,12 @@
 """The least-privilege IAM policy of whoever runs `unified` for one environment (an
 operator's role, a CI job's role), from services.yaml.
 
-Writes are scoped to what the tool makes for this environment: groups tagged (on
-creation, and so afterwards) with its `unified:mode`, the versions of its launch
-template, the rules and listeners of its load balancer, its table. Reads are on `*`
-where AWS offers no scoping. The integration tests check every call the tool made
+Writes are scoped to what the tool makes for this environment: groups named `ENV.*`
+and tagged (on creation, and so afterwards) with its `unified:mode`, the versions of
+its launch template, the rules and listeners of its load balancer, its table. Two
+are not: `ec2:RunInstances` (on `*`: creating a group launches instances, as the
+caller) and `iam:PassRole` (any role, but only to EC2: the services' instance roles).
+Reads are on `*` where AWS offers no scoping. The integration tests check every call the tool made
 against this policy with the IAM-aware test double.
 """
 

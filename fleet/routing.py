@@ -4,9 +4,10 @@ target groups, their weights, and the candidate route of a deploy.
 A blue/green pair is two target groups behind one forward action, weighted; the live
 group is the one with the weight. The switch moves the whole weight in one call per
 route (ModifyListener or ModifyRule), so each route flips atomically. The candidate
-route is a rule of the lowest free priority (evaluated first) that forwards only
-requests carrying `X-Unified-Candidate: <deploy id>.<service>` to the idle group: the
-tool's probes reach the new version, customers cannot.
+route is a rule at the lowest free priority, which must come before the service's own
+rule (a listener's default action comes after every rule), that forwards only requests
+carrying `X-Unified-Candidate: <deploy id>.<service>` to the idle group: the tool's
+probes reach the new version, customers cannot.
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ def set_weights(route: Route, weights: dict[str, int]) -> None:
 
 
 def add_candidate(route: Route, value: str, target_group_arn: str) -> str:
-    """A rule before every other of the route's listener: requests with the candidate
-    header's `value` go to `target_group_arn`. Its ARN."""
+    """A rule at the lowest free priority of the route's listener, before the route's
+    own rule (BadInput when no free priority comes before it): requests with the
+    candidate header's `value` go to `target_group_arn`. Its ARN."""
     client = aws.client("elbv2")
     rules = aws.call("reading the listener rules", client.describe_rules, ListenerArn=route.listener_arn)["Rules"]
     taken = {int(r["Priority"]) for r in rules if str(r.get("Priority", "")).isdigit()}

@@ -26,7 +26,8 @@ Say = Callable[[str], None]
 
 
 class VerifyFailed(AgentError):
-    """The new version is not fit to serve: exit 1, nothing switched."""
+    """The new version is not fit to serve: exit 1. Before the switch nothing is switched;
+    raised by the probes through the live route after it, the new version serves."""
 
 
 @dataclass(frozen=True)

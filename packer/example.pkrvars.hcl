@@ -17,7 +17,7 @@ kms_key_id = {
 }
 
 services_file  = "services.yaml"
-agent_dist     = "dist/unified_agent-0.1.0-py3-none-any.whl"
+agent_dist     = "dist/unified_image_agent-0.1.0-py3-none-any.whl"
 agent_bin      = ".venv/bin/agent"
 units_dir      = "units"
 bake_jobs      = 4

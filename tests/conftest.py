@@ -36,7 +36,7 @@ def services_python() -> str:
     Services run as the unprivileged user `unified` where it exists (as on the image),
     and that user cannot reach an interpreter installed under root's home (pyenv), so
     the test's own `sys.executable` will not do. Made under a lock, keyed by the
-    requirements, so concurrent sessions share one.
+    requirements, so concurrent test runs share one.
     """
     import fcntl
     import hashlib

@@ -1,7 +1,9 @@
 """boto3 clients, configured once (retry mode, timeouts, region), and the one place an
 AWS error becomes an AgentError.
 
-The only module that imports boto3. Endpoints are boto3's own business: it reads
+The agent's only module that imports boto3 (the deploy tool gets its clients from
+here too, through `fleet.aws`; `fleet.table` imports boto3's DynamoDB type
+converters). Endpoints are boto3's own business: it reads
 `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_<SERVICE>`) itself, so nothing here knows
 about test servers. Throttling and transient errors are retried by boto3's `adaptive`
 mode (standard retries plus client-side rate limiting), not by loops of ours.
@@ -39,8 +41,10 @@ def client(service: str, region: str) -> Any:
 
 
 def prewarm(region: str, services: list[str]) -> threading.Thread:
-    """Create clients in the background: importing boto3 and loading service models
-    costs ~0.1 s per service, better spent while other boot steps wait on I/O."""
+    """Create clients in the background: importing boto3 and making the first client
+    (botocore's loader and its service model) take some 0.15 s, and each further
+    client about 0.01 s (measured on a 2-core machine), better spent while other boot
+    steps wait on I/O."""
     def work() -> None:
         for service in services:
             client(service, region)

@@ -36,8 +36,8 @@ Answers are untrusted and checked before use:
 A refused identity is refused before the launch hook is looked up: with an instance id
 or region that cannot be trusted the agent cannot name its instance to Auto Scaling
 reliably, so it completes nothing and the hook runs into its own timeout and default
-result (the message says so). Tag keys that IMDS could not serve are skipped, as
-before; tag values are checked by `agent.role`.
+result (the message says so). Tag keys that IMDS could not serve are skipped; tag
+values are checked by `agent.role`.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 `Membership` wraps a boot: the launch hook is looked up as soon as the instance knows
 its group, kept alive with heartbeats while the box starts, and completed with
 CONTINUE once every load balancer sees the instance healthy. Any failure inside it (a
-bad tag, a service that never gets ready, SIGTERM) deregisters what it registered and
+bad tag, a service that never gets ready, SIGTERM) deregisters what it registered,
+tags the instance with the reason (`unified:boot-error`, for the deploy tool) and
 completes the hook with ABANDON, so the group replaces the instance.
 
 `Drained` wraps a restart or a stop: out of every load balancer (and drained) while
-the body runs, back in and healthy after.
+the body runs, back in and healthy after (a restart; a stop stays out).
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ class Drained:
 
     Deregisters, waits for the load balancer's own drain time (bounded by
     `drain_limit`) so requests in flight finish, then yields; on the way out registers
-    again and waits for health, so `agent restart` never drops a request.
+    again and waits for health, so `agent restart` drops no request (unless the drain
+    was cut short by `drain_limit`, which it says). A failed body, or `register_after`
+    False (a stop), leaves the instance out.
     """
 
     def __init__(self, balancers: list[LoadBalancer], drain_limit: float | None, say: Say,

@@ -2,8 +2,10 @@
 
 Validation has two layers: the JSON Schema in `agent.config.schema` (shapes and types) and the
 cross-checks here (references between sections). Every problem becomes one line
-`FILE:LINE: key.path: what is wrong`, all of them reported at once, so an operator fixes
-the file in one pass.
+`FILE:LINE: key.path: what is wrong`, and all the problems of a layer are reported at
+once; the cross-checks run only once the shapes are right, so a file with both kinds of
+mistake shows its reference mistakes on the next run. (A file that is not YAML stops at
+its first syntax error.)
 """
 
 from __future__ import annotations
@@ -85,10 +87,11 @@ class Service:
     stop_seconds: int = 30
     load_balancer: dict[str, LoadBalancer] = field(default_factory=dict)
     scale: dict[str, Scale] = field(default_factory=dict)
-    verify: tuple[str, ...] = ()        # paths probed before a switch (default: the health path)
+    verify: tuple[str, ...] = ()        # paths probed before a switch (default: `verify_paths`)
 
     @property
     def verify_paths(self) -> tuple[str, ...]:
+        """`verify`, else the health path, else `/` for a service with a port; none for a worker."""
         if self.verify:
             return self.verify
         return (self.health.path,) if self.health is not None else ("/",) if self.port is not None else ()
@@ -144,8 +147,8 @@ def load(path: Path, validated_digest: str | None = None) -> Catalog:
     """Read, validate and build the catalog, or raise BadInput listing every problem.
 
     `validated_digest`: the digest of a file already validated (the bake records it in
-    the manifest); identical bytes skip the JSON Schema pass, which with its import is
-    a tenth of a second of every boot. The cross-checks always run.
+    the manifest); identical bytes skip the JSON Schema pass, which with its import
+    takes some 0.05 s of every boot (measured on a 2-core machine). The cross-checks always run.
     """
     try:
         raw = path.read_bytes()

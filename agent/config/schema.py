@@ -1,8 +1,10 @@
 """The JSON Schema of services.yaml version 1 (docs/services-yaml.md is the contract).
 
 `x-expected` is our own annotation: the human wording of a `pattern`, since
-"does not match '^[a-z0-9]...'" helps nobody fix their file. `default` is read by the
-catalog, so a default lives in one place.
+"does not match '^[a-z0-9]...'" helps nobody fix their file. Where a key states its
+`default` here (the databases' ports, `release_timeout`, the fleet's numbers), the
+catalog reads it from here; the defaults of `health.timeout` (60), `start_seconds` (1)
+and `stop_seconds` (30) are written in `agent.config.catalog` instead.
 
 The kinds of local database and of load balancer are the keys of `DATABASES` and
 `LOAD_BALANCER["properties"]`: adding a kind adds its section here, its module

@@ -1,8 +1,12 @@
 """Where every file lives under the agent root.
 
 Every path is derived from one root (`--root`, default `/`) so that several agents run
-side by side on one machine. The agent's own modules take their paths from here; the
-one exception is what a program's own configuration names inside its directories
+side by side on one machine. Most paths are named here; a few are joined where they
+are used, from a directory named here: a repo's bake log (`logs/bake/<repo>.log`,
+`agent.bake`), Redis's configuration (`etc/unified/redis.conf`,
+`agent.local.databases.redis`), supervisord's own log (`logs/supervisord.log`, in its
+template), a corrupt state set aside beside the state file (`agent.local.state`), a
+checkout's `.git`, and what a program's own configuration names inside its directories
 (PostgreSQL's files in its data directory).
 """
 
@@ -18,8 +22,9 @@ class Layout:
 
     root: Path
 
-    # A unix socket address holds about 100 bytes; the longest socket under run/ is
-    # PostgreSQL's pg/.s.PGSQL.NNNNN (18 bytes after the slash).
+    # A unix socket address holds 107 bytes (108 with its NUL); the longest socket under
+    # run/ is PostgreSQL's pg/.s.PGSQL.NNNNN (18 bytes with the slash before it), so 82
+    # leaves room to spare.
     RUN_PATH_LIMIT = 82
 
     @property

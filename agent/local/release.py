@@ -1,4 +1,7 @@
-"""A service's release (review mode): run once, bounded in time, never left behind.
+"""A service's release: run once, bounded in time, never left behind.
+
+It runs on a review box, and outside review on the one instance a deploy tags to run
+it (`unified:release`, `agent.role`); other instances never run it.
 
 Once: a release is recorded the moment it succeeds (`state.record_release`: a file of
 its own per service, apart from the state file), before anything else happens, so a

@@ -7,8 +7,8 @@ handling and HTTP framing are the upstream code, not ours.
 Deadlines (the policy): every call has a total deadline, `RPC_TIMEOUT` (5 s; `agent
 status` asks with 3 s). The transport's unix socket is an `agent.deadline_socket.
 DeadlineSocket`, so connecting, sending and the whole answer must fit in it however
-slowly supervisord answers, and SIGTERM ends it within 0.2 s. No call may wait inside
-supervisord any more: stopping a process or a group is asked without waiting and then
+slowly supervisord answers, and SIGTERM ends it within 0.2 s. No call waits inside
+supervisord: stopping a process or a group is asked without waiting and then
 polled, so a slow stop is not mistaken for a silent supervisord, and the stop itself has
 a deadline of the program's stopwaitsecs + `STOP_MARGIN` (supervisord sends SIGKILL at
 stopwaitsecs). A supervisord that holds its socket but does not answer in time (stopped

@@ -22,7 +22,7 @@ emulator refuses everything the real one refuses, with the same status codes:
 
 The instance comes either from explicit values (:class:`InstanceIdentity`) or, with
 :meth:`ImdsEmulator.from_moto`, from a moto instance read through boto3 on every request,
-so tag changes made in moto show up at once. moto's own ``MetadataOptions`` are not
+so tag changes made in moto show up at once (or read once, with ``live=False``). moto's own ``MetadataOptions`` are not
 consulted for tags (moto does not carry a launch template's options onto ASG
 instances); ``tags_enabled`` is the switch.
 

@@ -87,7 +87,7 @@ def images() -> Iterator[dict[str, Path]]:
     subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-# --- helpers: what a deploy tool would do with boto3 ------------------------------------
+# --- what a deploy tool would do with boto3 ---------------------------------------------
 
 
 def register_ami(moto: MotoServer, name: str, version: str) -> str:

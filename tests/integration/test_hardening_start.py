@@ -31,7 +31,7 @@ from tests.harness.moto_server import MotoServer, seed_instance
 pytestmark = pytest.mark.integration
 
 
-# -- helpers -----------------------------------------------------------------------------
+# -- shared steps -----------------------------------------------------------------------------
 
 def services_yaml(repo: Path, services: str, databases: str = "", environments: str = "") -> str:
     return (f"version: 1\nrepos:\n  shop: {{url: {repo}, ref: main}}\n{databases}services:\n{services}"

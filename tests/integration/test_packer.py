@@ -91,7 +91,7 @@ AWS_TEST_ENV = {
 }
 
 
-# --- helpers -------------------------------------------------------------------------
+# --- shared steps -------------------------------------------------------------------------
 
 
 def run(cmd: list[str], *, timeout: float = 120, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ from agent.plan import make_plan
 from agent.role import Role
 
 
-def test_only_a_finished_cluster_counts_and_none_is_ever_deleted(tmp_path: Path) -> None:
+def test_only_a_finished_cluster_counts_and_no_data_is_ever_deleted(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     data = layout.database_dir("postgres")
     assert not postgres.initialised(layout)  # nothing yet

@@ -1,9 +1,10 @@
 """The kinds of load balancer an instance joins, one module each, behind one protocol.
 
 A registration record (`agent.local.state.RegistrationRecord`) names its kind; the
-class is `agent.aws.lb.<kind>.LoadBalancer`. Everything else (boot, restart, stop,
-watch) goes through `LoadBalancer` and the waits below, so a new kind is its module,
-its key in the services.yaml schema and its docs.
+class is `agent.aws.lb.<kind>.LoadBalancer`. Boot, restart, stop and watch go through
+`LoadBalancer` and the waits below, so a new kind is its module, its key in the
+services.yaml schema, its statement in the instance role (`agent.aws.policy`), its
+docs, and, for deploys, its handling in `fleet.preflight`.
 
 States are ALB's words; each kind maps its own onto them:
 healthy, initial, unhealthy, draining, unused (not registered), unchecked (health

@@ -3,7 +3,8 @@
 A kind is the module `agent.local.databases.<kind>`, named like its section under
 `databases:` in services.yaml (`agent.config.schema.DATABASES`). The plan and the
 executor go through the `DatabaseKind` protocol only, so adding a kind means adding
-its module, its schema section and its docs: nothing here changes.
+its module, its schema section, its docs and, if it renders a configuration file, its
+template in units/ (like redis.conf.j2): nothing here changes.
 """
 
 from __future__ import annotations

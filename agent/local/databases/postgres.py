@@ -12,8 +12,9 @@ writes into a scratch directory of its own beside the data directory
 (`Layout.database_scratch`, a new one per attempt), and only a cluster initdb finished
 is renamed into place (then the rename is made durable). So the data directory exists
 only once it is whole; a boot killed during initdb leaves a scratch directory that the
-next boot deletes before it initialises again. A data directory is never deleted. One
-left incomplete by an older agent (initdb in place, killed: PG_VERSION but no
+next boot deletes before it initialises again. A data directory that holds anything is
+never deleted (an empty one, made by an older agent that died before initdb wrote into
+it, is removed and initialised anew). One left incomplete by an older agent (initdb in place, killed: PG_VERSION but no
 global/pg_control) is refused with what to do, not started to fail as FATAL.
 """
 

@@ -53,7 +53,8 @@ def files(db: Database, layout: Layout, facts: Facts) -> list[fs.FileSpec]:
 
 def url(db: Database, service: Service, facts: Facts) -> str:
     """With the user `default` spelled out: since Redis 6.2, `redis://:PASSWORD@` is read
-    by redis-cli as an empty user name (WRONGPASS), while every client accepts this."""
+    by redis-cli as an empty user name (WRONGPASS), while redis-cli and redis-py both
+    accept this (tests/integration/test_review.py)."""
     return f"redis://default:{facts.secret('redis')}@127.0.0.1:{db.port}/0"
 
 
