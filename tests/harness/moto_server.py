@@ -21,7 +21,9 @@ What it adds to plain moto, and why:
   :func:`seed_group` seeds several instances behind one target group and one group.
 * **Fault injection and a call log**, in a WSGI middleware in front of moto's app:
   every AWS request is logged as ``ApiCall(service, action)`` in ``calls`` and may be
-  answered with a throttling error instead (see :meth:`MotoServer.inject_throttling`).
+  answered with a throttling error instead (see :meth:`MotoServer.inject_throttling`),
+  or held for a while before moto answers it (:meth:`MotoServer.inject_delay`: a slow
+  endpoint, so a test can act while the caller is inside an HTTP request).
   The error body follows the protocol of the service, so botocore parses the code and
   its retry modes treat it as throttling: query services (autoscaling, ELB, STS) get
   ``<ErrorResponse>`` with ``Throttling`` and HTTP 400; EC2 gets its own
@@ -539,6 +541,8 @@ class MotoServer:
         self._calls: list[ApiCall] = []
         self._requests: list[ApiRequest] = []
         self._faults: list[_Fault] = []
+        self._delays: list[list[Any]] = []  # [action, service, remaining, seconds]
+        self._delayed = 0
         self._ledger = LifecycleLedger()
         self._app: WSGIApplication = DomainDispatcherApplication(create_backend_app)
         # One boto3 session for every client: a fresh session reloads botocore's models
@@ -602,6 +606,8 @@ class MotoServer:
             self._calls.clear()
             self._requests.clear()
             self._faults.clear()
+            self._delays.clear()
+            self._delayed = 0
         self._ledger.clear()
         self.emulate_draining = self._default_emulate_draining
 
@@ -777,6 +783,36 @@ class MotoServer:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._delays.clear()
+
+    def inject_delay(
+        self, action: str, seconds: float, count: int = 1, *, service: str | None = None
+    ) -> None:
+        """Hold the next ``count`` requests for ``action`` ``seconds`` before moto
+        answers them (a slow AWS endpoint: the caller is inside its HTTP request meanwhile).
+        :attr:`delayed` counts the requests held so far."""
+        if count < 1 or seconds <= 0:
+            raise ValueError("count must be at least 1 and seconds more than 0")
+        with self._lock:
+            self._delays.append([action, service, count, seconds])
+
+    @property
+    def delayed(self) -> int:
+        """How many requests an injected delay has started to hold."""
+        with self._lock:
+            return self._delayed
+
+    def _take_delay(self, call: ApiCall) -> float:
+        with self._lock:
+            for delay in self._delays:
+                action, service, remaining, seconds = delay
+                if remaining > 0 and action == call.action and service in (None, call.service):
+                    delay[2] -= 1
+                    if delay[2] == 0:
+                        self._delays.remove(delay)
+                    self._delayed += 1
+                    return float(seconds)
+        return 0.0
 
     def _add_fault(self, fault: _Fault) -> None:
         if fault.remaining < 1:
@@ -807,6 +843,9 @@ class MotoServer:
                 self._requests.append(request)
             call = ApiCall(request.service, request.action)
             fault = self._take_fault(call)
+            delay = self._take_delay(call)
+            if delay:
+                time.sleep(delay)
             if fault is not None:
                 return _error_response(environ, call, fault)(environ, start_response)
         environ[_LEDGER_ENVIRON_KEY] = self._ledger
