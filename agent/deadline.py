@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from agent.errors import AgentError
 
@@ -44,6 +45,19 @@ def cancel(reason: str) -> None:
 def check_cancelled() -> None:
     if _cancelled.is_set():
         raise Cancelled(_reason[0])
+
+
+@contextmanager
+def heard() -> Iterator[None]:
+    """Inside: waits run again, though the process was cancelled (the cleanup that
+    follows a cancellation, which waits for what it undoes); after: still cancelled."""
+    was = _cancelled.is_set()
+    _cancelled.clear()
+    try:
+        yield
+    finally:
+        if was:
+            _cancelled.set()
 
 
 class Deadline:

@@ -1,7 +1,8 @@
 """The `unified` command line: parse, dispatch, print; the only place that turns errors
-into exit codes (0 done; 1 a service failed, or another failure, SIGTERM included; 2 bad
-input, refused before any AWS write; 4 a lock held; 130 Ctrl-C, after what the deploy
-made is cleaned up).
+into exit codes (0 done; 1 a service failed before its switch, or another failure,
+Ctrl-C and SIGTERM included, after what the deploy made is cleaned up; 2 bad input,
+refused before any AWS write; 4 a lock held; 5 every failure came after its switch, so
+the new version serves).
 
 Progress goes to stderr, results to stdout (`--json` where a script reads them). AWS is
 reached through boto3's usual settings: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -21,17 +23,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.errors import EXIT_BAD_INPUT, AgentError, BadInput
+from fleet.errors import EXIT_SWITCHED_THEN_FAILED
 
 IMAGE_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 
 
-class Interrupted(AgentError):
-    """SIGTERM: raised where the deploy is (as Ctrl-C raises KeyboardInterrupt), so it
-    cleans up what it made."""
-
-
 def _interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+    """SIGTERM or Ctrl-C: every wait ends at once (`agent.deadline.cancel`), and so does
+    the next step of a deploy (`Locks.phase`); the deploy then undoes what it made and
+    exits 1. Raising here instead would be lost when it lands inside an AWS call:
+    botocore retries whatever its HTTP layer raises."""
+    from agent import deadline
+    name = signal.Signals(signum).name
+    print(f"{name}: stopping; what this deploy made and did not switch to is removed first "
+          "(kill -9 skips that and leaves it to the next deploy)", file=sys.stderr)
+    deadline.cancel(f"stopped by {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     previous = signal.signal(signal.SIGTERM, _interrupted)
+    previous_int = signal.signal(signal.SIGINT, _interrupted)
     started = time.monotonic()
     try:
         return int(args.func(args, started) or 0)
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,13 +148,33 @@ def _options(args: argparse.Namespace) -> Any:
     from fleet.deploy import Options
     if not 0 < args.lock_lease <= 120:
         raise BadInput(f"--lock-lease {args.lock_lease:g}: expected more than 0 and at most 120 seconds")
-    for flag in ("wait_lock", "boot_timeout", "verify_timeout"):
-        if getattr(args, flag) < 0:
-            raise BadInput(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: expected 0 or more seconds")
-    if args.probe_url is not None and not re.match(r"^https?://[^\s/]+(/\S*)?\Z", args.probe_url):
-        raise BadInput(f"--probe-url {args.probe_url!r}: expected http://HOST[:PORT] or https://HOST[:PORT]")
+    for flag in ("wait_lock", "boot_timeout", "verify_timeout", "lock_lease"):
+        value = getattr(args, flag)
+        if not math.isfinite(value) or value < 0:
+            raise BadInput(f"--{flag.replace('_', '-')} {value:g}: expected a number of seconds, 0 or more")
+    if args.probe_url is not None:
+        _check_url(args.probe_url)
     return Options(probe_url=args.probe_url, wait_lock=args.wait_lock, lease=args.lock_lease,
                    boot_timeout=args.boot_timeout, verify_timeout=args.verify_timeout)
+
+
+def _check_url(url: str) -> None:
+    """What requests would refuse when the probes start, refused now (exit 2)."""
+    problem = None if re.match(r"^https?://[^\s/]+(/\S*)?\Z", url) else "not http(s)://HOST[:PORT]"
+    if problem is None:
+        import requests
+        from urllib3.util import parse_url
+        try:
+            requests.Request("GET", url).prepare()
+            host = parse_url(url).host or ""
+            if not host.startswith("["):
+                host.encode("idna")  # what the socket layer does: refuses empty or 64+ char labels
+        except UnicodeError:
+            problem = "a part of the host name is empty or longer than 63 characters"
+        except (requests.RequestException, ValueError) as exc:
+            problem = exc.__class__.__name__
+    if problem is not None:
+        raise BadInput(f"--probe-url {url!r}: expected http://HOST[:PORT] or https://HOST[:PORT] ({problem})")
 
 
 def _command_line() -> str:
@@ -191,7 +219,14 @@ def _outcomes(args: argparse.Namespace, outcomes: list[Any], started: float, wha
                 print(f"to roll back: unified rollback {args.env} {outcome.service}")
     for outcome in failed:
         print(f"{outcome.service}: {outcome.message}", file=sys.stderr)
-    return 1 if failed else 0
+    if any(not o.switched for o in failed):
+        return 1
+    if failed:  # every failure came after its switch: the new version serves
+        for outcome in failed:
+            print(f"{outcome.service} serves the new version; to go back: unified rollback {args.env} "
+                  f"{outcome.service}", file=sys.stderr)
+        return EXIT_SWITCHED_THEN_FAILED
+    return 0
 
 
 def _parts(args: argparse.Namespace, services: list[str] | None = None) -> tuple[Any, Any]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from agent.config.catalog import Catalog
+from agent import deadline
 from agent.deadline import Backoff, Deadline, poll
 from agent.errors import AgentError
 from fleet import aws, groups, history, inventory, names, preflight, routing, verify
@@ -61,6 +62,7 @@ class Outcome:
     service: str
     ok: bool
     message: str
+    switched: bool = False
     release: Release | None = None
     switched_at: float | None = None     # time.monotonic() when all traffic was on it
 
@@ -101,11 +103,19 @@ def image_commits(image: str) -> dict[str, str]:
 
 
 def current(ctx: Context, part: ServiceParts) -> ServiceState:
-    releases = history.releases(ctx.parts.table, ctx.env, part.name)
+    return read_only(ctx.parts, ctx.env, part.name)
+
+
+def read_only(parts: Parts, env: str, service: str) -> ServiceState:
+    """What the service has now, read from AWS and the history (no write)."""
+    part = parts.services[service]
+    releases = history.releases(parts.table, env, service)
+    registered: dict[str, set[str]] = {}
     if part.pair:  # the weights may have moved since preflight (a recovery): read them again
-        assert ctx.parts.load_balancer is not None
-        part.routes = routing.routes_to(ctx.parts.load_balancer, set(part.target_groups.values()))
-    return inventory.read(ctx.env, part, inventory.all_groups(ctx.env), releases)
+        assert parts.load_balancer is not None
+        part.routes = routing.routes_to(parts.load_balancer, set(part.target_groups.values()))
+        registered = {name: routing.registered(arn) for name, arn in part.target_groups.items()}
+    return inventory.read(env, part, inventory.all_groups(env), releases, registered)
 
 
 def deploy_service(ctx: Context, part: ServiceParts, image: str) -> Outcome:
@@ -133,10 +143,10 @@ def deploy_service(ctx: Context, part: ServiceParts, image: str) -> Outcome:
                 tags = names.group_tags(ctx.env, name, ctx.deploy_id, colour)
                 if part.service.release:
                     tags[names.RELEASE_TAG] = ctx.deploy_id
+                attempt.group = release.group  # before the call: its answer may be lost while AWS made it
                 groups.create(release.group, ctx.parts.template.template_id, release.template_version,
                               (min(sizes[0], first), sizes[1], first), ctx.parts.fleet.subnets, tags,
                               ctx.parts.fleet.instance_types, ctx.parts.fleet.on_demand_base)
-                attempt.group = release.group
                 say(f"{name}: group {release.group} ({sizes[2]} instances, launch template version "
                     f"{release.template_version}" + (f", joining {colour}" if colour else "") + ")")
             boot = Deadline(ctx.options.boot_timeout)
@@ -166,13 +176,13 @@ def deploy_service(ctx: Context, part: ServiceParts, image: str) -> Outcome:
                            f"switched, then failed: {failure.lines[0]}")
             say(f"{name}: switched to {release.group}, then FAILED: {failure.lines[0]}")
             return Outcome(name, False, f"switched to {release.group} (it serves), then failed: {failure.lines[0]}",
-                           release, switched_at)
+                           True, release, switched_at)
         history.finish(ctx.parts.table, ctx.env, release, history.FAILED, failure.lines[0])
         say(f"{name}: FAILED: {failure.lines[0]}")
-        return Outcome(name, False, failure.lines[0], release)
+        return Outcome(name, False, failure.lines[0], False, release)
     history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED)
     say(f"{name}: deployed {image} ({release.group}) in {sum(release.phases.values()):.1f}s")
-    return Outcome(name, True, f"{name}: {image} serves ({release.group})", release, switched_at)
+    return Outcome(name, True, f"{name}: {image} serves ({release.group})", True, release, switched_at)
 
 
 class Timer:
@@ -215,17 +225,18 @@ class Attempt:
         """Each step of the undoing on its own: one that fails is said (the next deploy
         finishes it) and never hides why the deploy failed."""
         say = self.ctx.say
-        if self.rule is not None:
-            _undo(say, "removing the candidate route", routing.delete_rule, self.rule)
-            self.rule = None
-        if kind is None or self.switched:
-            return
-        say(f"{self.part.name}: nothing switched; removing what this deploy made")
-        if self.group is not None:
-            _undo(say, f"removing {self.group}", remove_group, self.ctx, self.group, say)
-        if self.template_version is not None:
-            _undo(say, "deleting its launch template version", groups.delete_template_version,
-                  self.ctx.parts.template.template_id, str(self.template_version))
+        with deadline.heard():  # a SIGTERM ended the deploy: its undoing still waits for what it undoes
+            if self.rule is not None:
+                _undo(say, "removing the candidate route", routing.delete_rule, self.rule)
+                self.rule = None
+            if kind is None or self.switched:
+                return
+            say(f"{self.part.name}: nothing switched; removing what this deploy made")
+            if self.group is not None:
+                _undo(say, f"removing {self.group}", remove_group, self.ctx, self.group, say)
+            if self.template_version is not None:
+                _undo(say, "deleting its launch template version", groups.delete_template_version,
+                      self.ctx.parts.template.template_id, str(self.template_version))
 
 
 def _undo(say: Say, what: str, fn: Callable[..., None], *args: object) -> None:
@@ -269,7 +280,7 @@ def _verify(ctx: Context, part: ServiceParts, colour: str | None, instances: lis
     verify.wait_healthy(part.target_groups[group_name], group_name, instances, deadline, ctx.say, part.name)
     if not part.pair or not part.service.verify_paths:
         return
-    header = f"{ctx.deploy_id}.{part.name}"
+    header = names.candidate_value(ctx.env, part.name, ctx.deploy_id)
     attempt.rule = routing.add_candidate(part.routes[0], header, part.target_groups[group_name])
     count = max(ctx.parts.fleet.verify_count, 2 * len(instances))  # every instance answers, twice over
     verify.probe(probe_url(ctx), part.service.verify_paths, count, header, deadline, ctx.say, part.name)
@@ -358,10 +369,11 @@ def recover(ctx: Context, part: ServiceParts) -> ServiceState:
                                                                       "its deploy stopped")
         ctx.say(f"{part.name}: {state.live.name} took traffic before its deploy stopped: recorded as live")
     if ctx.parts.load_balancer is not None:
+        mine = names.candidate_value(ctx.env, part.name, "")
         for rule, value in routing.candidate_rules(ctx.parts.load_balancer):
-            if value.endswith(f".{part.name}"):
+            if value.startswith(mine):  # this environment's and this service's only: an ALB may be shared
                 routing.delete_rule(rule)
-                ctx.say(f"{part.name}: removed a candidate route left by deploy {value.rsplit('.', 1)[0]}")
+                ctx.say(f"{part.name}: removed a candidate route left by deploy {value[len(mine):]}")
     for group in state.leftovers:
         ctx.say(f"{part.name}: {group.name} was left by deploy {group.deploy_id}; removing it")
         remove_group(ctx, group.name, ctx.say)

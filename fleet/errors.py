@@ -7,6 +7,7 @@ from __future__ import annotations
 from agent.errors import AgentError
 
 EXIT_LOCKED = 4
+EXIT_SWITCHED_THEN_FAILED = 5   # the new version serves; a step after its switch failed
 
 
 class LockHeld(AgentError):

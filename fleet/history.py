@@ -38,8 +38,13 @@ class Release:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Release:
+        """A record as written, or as a hand (or an older tool) left it: what is missing
+        is filled from its key or left unknown, so one odd record never blocks a command."""
+        service, _, deploy_id = str(item.get("sk", "?#?")).partition("#")
+        base: dict[str, Any] = {"service": service, "deploy_id": deploy_id or "?", "kind": "deploy", "image": "?",
+                                "who": "?", "started": 0.0, "group": "?"}
         known = {k: item[k] for k in cls.__dataclass_fields__ if k in item}
-        return cls(**known)
+        return cls(**{**base, **known})
 
     def to_item(self, env: str) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if v is not None}

@@ -2,10 +2,19 @@
 the warm standby, which are kept for rollback, and which are left over from a deploy
 that died. Read from AWS and the release history, never from local files.
 
-For a blue/green pair the listener's weights are the truth: the live group is the
-weighted colour's (so a deploy killed right after its switch is still seen as live,
-and its record is mended). Otherwise the live group is the newest release that
-succeeded.
+What AWS says wins over what the tool wrote: a deploy can die between its switch and
+its record, and a tag can be edited by hand.
+
+- A blue/green pair: the listener's weights say which target group is live, and the
+  instances registered in it say which group serves: the newest group with instances
+  there (recorded or not: a deploy killed right after its switch is still seen as live,
+  and its record is mended). The standby is the group whose instances are in the other
+  target group. The groups' colour tags are used only where nothing is registered.
+- One target group, a classic ELB, a worker: the switch scales the old group to zero,
+  so the live group is the newest that still has instances wanted: one whose release
+  succeeded, or else (the deploy died after its switch) the newest of any.
+
+A group is never counted as left over while it is the one that serves.
 """
 
 from __future__ import annotations
@@ -44,15 +53,20 @@ class ServiceState:
         return any(r.group == group.name and r.result == history.SUCCEEDED for r in self.history)
 
 
-def read(env: str, part: ServiceParts, all_groups: list[Group], releases: list[Release]) -> ServiceState:
+def read(env: str, part: ServiceParts, all_groups: list[Group], releases: list[Release],
+         registered: dict[str, set[str]] | None = None) -> ServiceState:
+    """`registered`: target group name -> the instance ids registered in it (a pair)."""
     mine = [g for g in all_groups if g.service == part.name]
     state = ServiceState(part.name, mine, [r for r in releases if r.service == part.name])
-    by_name = {g.name: g for g in mine}
     if part.pair:
-        _pair(state, part)
+        _pair(state, part, registered or {})
     else:
-        newest = history.live(state.history)
-        state.live = by_name.get(newest.group) if newest else None
+        serving = [g for g in mine if g.desired > 0]
+        recorded = [g for g in serving if state.succeeded(g)]
+        if recorded:
+            state.live = recorded[-1]
+        elif serving:
+            state.live, state.unrecorded_live = serving[-1], True
     for group in mine:
         if group in (state.live, state.standby):
             continue
@@ -61,21 +75,32 @@ def read(env: str, part: ServiceParts, all_groups: list[Group], releases: list[R
     return state
 
 
-def _pair(state: ServiceState, part: ServiceParts) -> None:
+def _pair(state: ServiceState, part: ServiceParts, registered: dict[str, set[str]]) -> None:
     by_arn = {arn: name for name, arn in part.target_groups.items()}
     weights = part.routes[0].weights if part.routes else {}
     live_arn = max(weights, key=lambda arn: weights[arn]) if weights else None
     state.live_colour = by_arn.get(live_arn) if live_arn else None
     state.idle_colour = next((n for n in part.target_groups if n != state.live_colour), None)
-    serving = [g for g in state.groups if g.desired > 0]
-    live = [g for g in serving if g.target_group == state.live_colour]
+    serving = [g for g in state.groups if g.desired > 0 or g.instances]
+
+    def in_colour(colour: str | None) -> list[Group]:
+        ids = registered.get(colour or "", set())
+        found = [g for g in serving if ids & {i.instance_id for i in g.instances}]
+        return found or [g for g in serving if g.target_group == colour and not _registered_elsewhere(g, registered)]
+
+    live = in_colour(state.live_colour)
     recorded = [g for g in live if state.succeeded(g)]
     if recorded:
         state.live = recorded[-1]
     elif live:
         state.live, state.unrecorded_live = live[-1], True
-    standby = [g for g in serving if g.target_group == state.idle_colour and state.succeeded(g)]
+    standby = [g for g in in_colour(state.idle_colour) if state.succeeded(g) and g is not state.live and g.desired > 0]
     state.standby = standby[-1] if standby else None
+
+
+def _registered_elsewhere(group: Group, registered: dict[str, set[str]]) -> bool:
+    ids = {i.instance_id for i in group.instances}
+    return any(ids & members for members in registered.values())
 
 
 def all_groups(env: str) -> list[Group]:

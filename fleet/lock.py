@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable
 
+from agent import deadline
 from agent.deadline import Backoff, Deadline, poll
 from agent.errors import AgentError
 from fleet.errors import LockHeld
@@ -49,9 +50,10 @@ class Holder:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Holder:
-        return cls(str(item["sk"]), str(item.get("who", "?")), str(item.get("deploy_id", "?")),
-                   str(item.get("command", "?")), str(item.get("phase", "?")), float(item.get("since", 0)),
-                   float(item.get("expires", 0)))
+        """A lock item as written, whatever it holds (a hand-written one included)."""
+        return cls(str(item.get("sk", "?")), str(item.get("who", "?")), str(item.get("deploy_id", "?")),
+                   str(item.get("command", "?")), str(item.get("phase", "?")), _number(item.get("since")),
+                   _number(item.get("expires")))
 
     def live(self, now: float | None = None) -> bool:
         return self.expires > (time.time() if now is None else now)
@@ -64,6 +66,13 @@ class Holder:
     def to_json(self) -> dict[str, Any]:
         return {"service": self.service, "holder": self.who, "deploy_id": self.deploy_id, "command": self.command,
                 "phase": self.phase, "since": self.since, "expires": self.expires}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _pk(env: str) -> str:
@@ -130,17 +139,26 @@ class Locks:
         return self
 
     def _take_all(self) -> list[Holder]:
-        """Take every lock in name order, or none: the holders in the way."""
+        """Take every lock in name order, or none: the holders in the way. A lock whose
+        item is not one this tool wrote (no number `expires`) is taken: it holds nothing."""
         for service in self.services:
-            now = time.time()
-            try:
-                self.table.put(self._item(service, now), "attribute_not_exists(pk) OR expires < :now OR deploy_id = :me",
-                               {":now": now, ":me": self.deploy_id}, what="locking in")
-                self.taken.append(service)
-            except ConditionFailed:
-                item = self.table.get(_pk(self.env), service)
+            for _ in range(5):  # a holder that leaves between the refusal and the read: try again
+                now = time.time()
+                try:
+                    self.table.put(self._item(service, now),
+                                   "attribute_not_exists(pk) OR NOT attribute_type(expires, :number) "
+                                   "OR expires < :now OR deploy_id = :me",
+                                   {":now": now, ":me": self.deploy_id, ":number": "N"}, what="locking in")
+                    self.taken.append(service)
+                    break
+                except ConditionFailed:
+                    item = self.table.get(_pk(self.env), service)
+                    if item is not None:
+                        self._give_back()
+                        return [Holder.from_item(item)]
+            else:
                 self._give_back()
-                return [Holder.from_item(item)] if item else []
+                return [Holder(service, "?", "?", "?", "?", time.time(), time.time())]
         return []
 
     def _item(self, service: str, now: float) -> dict[str, Any]:
@@ -150,10 +168,13 @@ class Locks:
 
     # -- holding -----------------------------------------------------------------------
     def phase(self, name: str) -> None:
-        """Say (in the locks) what the deploy is doing, for whoever is refused."""
-        self.check()
+        """Say (in the locks) what the deploy is doing, for whoever is refused; and stop
+        here if the lock was lost (found by this very renewal, too) or the command was
+        cancelled (SIGTERM, Ctrl-C)."""
+        deadline.check_cancelled()
         self.phase_name = name
         self._renew()
+        self.check()
 
     def check(self) -> None:
         if self._lost is not None:

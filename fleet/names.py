@@ -35,6 +35,12 @@ def is_deploy_id(value: str) -> bool:
     return bool(_DEPLOY_ID.match(value))
 
 
+def candidate_value(env: str, service: str, deploy_id: str) -> str:
+    """The candidate header's value of one deploy of one service in one environment (an
+    ALB may be shared by environments and services: each removes only its own rules)."""
+    return f"{env}.{service}.{deploy_id}"
+
+
 def group_name(env: str, service: str, deploy_id: str) -> str:
     return f"{env}.{service}.{deploy_id}"
 

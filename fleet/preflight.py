@@ -188,11 +188,21 @@ def _service(service: Service, env_name: str, lb: routing.LoadBalancer | None, f
                 if not part.routes:
                     problems.append(f"{service.name}: no listener of {fleet.load_balancer} forwards to "
                                     f"{' and '.join(spec.names)}: add a forward action with both, weighted")
+                by_arn = {arn: name for name, arn in part.target_groups.items()}
                 for route in part.routes:
                     if set(route.weights) != pair:
                         problems.append(f"{service.name}: the {route.where} of a listener forwards to "
                                         f"{len(set(route.weights) & pair)} of the pair; it must forward to both "
                                         "(one weighted forward action)")
+                    elif sum(1 for w in route.weights.values() if w > 0) != 1:
+                        split = ", ".join(f"{by_arn[a]} {w}" for a, w in sorted(route.weights.items()))
+                        problems.append(f"{service.name}: the {route.where} of a listener splits the pair's weight "
+                                        f"({split}): one group must have it all, so that one version is live; "
+                                        "set the other's weight to 0")
+                live = {max(r.weights, key=lambda a: r.weights[a]) for r in part.routes if set(r.weights) == pair}
+                if len(live) > 1:
+                    problems.append(f"{service.name}: its routes disagree on which group of the pair is live; "
+                                    "give the same one all the weight everywhere")
     if problems:
         raise BadInput(problems[0], lines=problems)
     return part

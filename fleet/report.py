@@ -35,7 +35,8 @@ def status(catalog: Catalog, parts: preflight.Parts, env: str) -> dict[str, Any]
     locks = lock.holders(parts.table, env)
     services = {}
     for name, part in parts.services.items():
-        state = inventory.read(env, part, all_groups, releases_)
+        registered = {tg: routing.registered(arn) for tg, arn in part.target_groups.items()} if part.pair else {}
+        state = inventory.read(env, part, all_groups, releases_, registered)
         by_arn = {arn: tg for tg, arn in part.target_groups.items()}
         weights = {by_arn.get(arn, arn): w for arn, w in (part.routes[0].weights.items() if part.routes else [])}
         services[name] = {

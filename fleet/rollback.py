@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import time
 
+from agent import deadline
 from agent.config.catalog import Catalog
 from agent.deadline import Deadline
 from agent.errors import AgentError, BadInput
-from fleet import deploy, groups, history, names, preflight, verify
+from fleet import deploy, groups, history, lock, names, preflight, verify
 from fleet.deploy import Attempt, Context, Options, Outcome, Timer
 from fleet.groups import Group
 from fleet.history import Release
@@ -29,7 +30,14 @@ from fleet.lock import Locks
 def run(catalog: Catalog, env: str, service: str, to: str | None, options: Options, command: str,
         say: deploy.Say) -> Outcome:
     [chosen] = preflight.chosen_services(catalog, env, [service])
+    if to is not None and not names.is_deploy_id(to):
+        raise BadInput(f"--to {to!r}: expected a deploy id like 20261128t120102-3fa9 (see `unified releases`)")
     parts = preflight.check(catalog, env, [chosen], None)
+    try:  # nonsense is refused before the lock, the first write...
+        _target(deploy.read_only(parts, env, chosen), to)
+    except BadInput:  # ...unless a deploy holds it: what is kept changes when it ends; wait or say busy
+        if chosen not in lock.holders(parts.table, env):
+            raise
     rollback_id, who = names.new_deploy_id(), names.operator()
     with Locks(parts.table, env, [chosen], rollback_id, command, who, options.lease, options.wait_lock, say) as locks:
         ctx = Context(catalog, env, parts, locks, options, say, rollback_id, who, command)
@@ -45,14 +53,12 @@ def _target(state: ServiceState, to: str | None) -> Group:
     if state.live is None:
         raise BadInput(f"{state.service} has no live version to roll back from (see `unified releases`)")
     if to is not None:
-        if not names.is_deploy_id(to):
-            raise BadInput(f"--to {to!r}: expected a deploy id like 20261128t120102-3fa9 (see `unified releases`)")
+        if state.live.deploy_id == to:
+            raise BadInput(f"deploy {to} of {state.service} is the live version already")
         found = [g for g in (state.standby, *state.kept) if g is not None and g.deploy_id == to]
         if not found:
             kept = ", ".join(g.deploy_id for g in (state.standby, *state.kept) if g is not None) or "none"
             raise BadInput(f"deploy {to} of {state.service} is not kept any more (kept: {kept})")
-        if found[0] == state.live:
-            raise BadInput(f"deploy {to} of {state.service} is the live version already")
         return found[0]
     for candidate in (state.standby, *state.kept):
         if candidate is not None:
@@ -76,11 +82,11 @@ def _roll_back(ctx: Context, part: preflight.ServiceParts, state: ServiceState, 
         if warm:
             with timer("switch"):
                 ctx.locks.phase(f"{name}: switch (warm)")
-                groups.cancel_scale_down(target.name)
                 ids = [i.instance_id for i in target.in_service]
                 assert colour is not None
                 verify.wait_healthy(part.target_groups[colour], colour, ids, Deadline(ctx.options.verify_timeout),
                                     say, name)
+                groups.cancel_scale_down(target.name)  # it serves again: no end to its standby
                 deploy.switch(ctx, part, state, target.name, colour)
         else:
             _cold(ctx, part, state, target, colour, timer)
@@ -92,9 +98,9 @@ def _roll_back(ctx: Context, part: preflight.ServiceParts, state: ServiceState, 
             deploy.after_switch(ctx, part, state, release)
     except AgentError as failure:
         history.finish(ctx.parts.table, ctx.env, release, history.FAILED, failure.lines[0])
-        return Outcome(name, False, failure.lines[0], release)
+        return Outcome(name, False, failure.lines[0], False, release)
     history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED)
-    return Outcome(name, True, f"{name}: rolled back to {target.deploy_id} ({target.name})", release, switched)
+    return Outcome(name, True, f"{name}: rolled back to {target.deploy_id} ({target.name})", True, release, switched)
 
 
 def _cold(ctx: Context, part: preflight.ServiceParts, state: ServiceState, target: Group, colour: str | None,
@@ -133,10 +139,12 @@ class _Restore(Attempt):
         self.target = target
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if self.rule is not None:
-            from fleet import routing
-            routing.delete_rule(self.rule)
-            self.rule = None
-        if kind is not None and not self.switched:
-            self.ctx.say(f"{self.part.name}: nothing switched; {self.target.name} goes back to zero")
-            groups.resize(self.target.name, 0, 0)
+        from fleet import routing
+        say = self.ctx.say
+        with deadline.heard():
+            if self.rule is not None:
+                deploy._undo(say, "removing the candidate route", routing.delete_rule, self.rule)
+                self.rule = None
+            if kind is not None and not self.switched:
+                say(f"{self.part.name}: nothing switched; {self.target.name} goes back to zero")
+                deploy._undo(say, f"scaling {self.target.name} back to zero", groups.resize, self.target.name, 0, 0)

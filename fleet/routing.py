@@ -172,3 +172,11 @@ def target_health(target_group_arn: str, instance_ids: list[str]) -> dict[str, t
     health = {d["Target"]["Id"]: (d["TargetHealth"]["State"], d["TargetHealth"].get("Reason", ""))
               for d in found.get("TargetHealthDescriptions", [])}
     return {i: health.get(i, ("unused", "not registered")) for i in instance_ids}
+
+
+def registered(target_group_arn: str) -> set[str]:
+    """The instance ids registered in a target group (leaving ones excluded)."""
+    client = aws.client("elbv2")
+    found = aws.call("reading target health", client.describe_target_health, TargetGroupArn=target_group_arn)
+    return {d["Target"]["Id"] for d in found.get("TargetHealthDescriptions", [])
+            if d["TargetHealth"]["State"] not in ("draining", "unused")}

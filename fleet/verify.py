@@ -106,6 +106,7 @@ def probe(url: str, paths: tuple[str, ...], count: int, header: str | None, dead
     """Each path answers 2xx `count` times in a row (requests carry the candidate header
     when `header` is given), or VerifyFailed with the last answer."""
     import requests
+    import urllib3
     session = requests.Session()
     session.trust_env = False
     headers = {names.CANDIDATE_HEADER: header} if header else {}
@@ -114,11 +115,12 @@ def probe(url: str, paths: tuple[str, ...], count: int, header: str | None, dead
         last = ["no answer"]
 
         def attempt() -> int:
-            try:
-                answer = session.get(url.rstrip("/") + path, headers=headers, timeout=min(5.0, deadline.remaining()))
+            try:  # at least half a second: the last try lands on the deadline itself
+                answer = session.get(url.rstrip("/") + path, headers=headers,
+                                     timeout=max(0.5, min(5.0, deadline.remaining())))
                 last[0] = f"HTTP {answer.status_code}"
                 streak[0] = streak[0] + 1 if 200 <= answer.status_code < 300 else 0
-            except requests.RequestException as exc:
+            except (requests.RequestException, ValueError, urllib3.exceptions.HTTPError) as exc:
                 last[0] = exc.__class__.__name__
                 streak[0] = 0
             return streak[0]

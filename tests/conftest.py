@@ -118,7 +118,9 @@ class Agent:
         return result.returncode, json.loads(result.stdout)
 
     def stop_and_clean(self) -> list[str]:
-        self("stop", timeout=120)
+        """Stop everything under the root (no drain: tests of draining stop for themselves)
+        and remove it; any process still found under it is returned."""
+        self("stop", "--no-drain", timeout=120)
         deadline = time.monotonic() + 10
         left = processes_under(self.root)
         while left and time.monotonic() < deadline:

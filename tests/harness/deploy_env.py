@@ -42,7 +42,8 @@ SERVICE_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) el
 
 def services_yaml(repo: Path, ref: str, subnets: tuple[str, ...] = ("subnet-00000000",), *,
                   desired: int = 2, standby_minutes: int = 30, retain: int = 2, verify: str = "[/health]",
-                  release: str | None = None, start_delay: float = 0, extra_services: str = "") -> str:
+                  release: str | None = None, start_delay: float = 0, extra_services: str = "",
+                  health_timeout: int | None = None) -> str:
     """The stack as deployed: `echo` behind the blue/green pair. The baked copy in an
     image only needs the shapes right (the agent ignores `fleet`); the operator's copy
     names the real subnets."""
@@ -55,7 +56,7 @@ services:
     repo: shop
     command: {SERVICE_PYTHON} -m testapps.echo
     port: 8000
-    health: {{path: /health, timeout: {20 + int(start_delay)}}}
+    health: {{path: /health, timeout: {health_timeout or 20 + int(start_delay)}}}
     env: {{START_DELAY: "{start_delay:g}"}}
     load_balancer:
       {ENV}: {{target_groups: [{PAIR[0]}, {PAIR[1]}]}}
@@ -162,3 +163,9 @@ def seed(moto: MotoServer, baked: dict[str, Path], commits: dict[str, str], oper
     simulated = fleet_factory(roots, **fleet_options)
     mirror = alb_factory(net.listener_arn, target_groups=[net.target_groups[n] for n in (*PAIR, SINGLE)])
     return DeployEnv(moto, net, simulated, mirror, images, services_file)
+
+
+def slow_verify(env: DeployEnv, ms: int = 1500) -> None:
+    """Verify paths that take `ms` each: a verify phase (and the live probe after the
+    switch) of 5 x ms, a window to act in."""
+    env.services.write_text(env.services.read_text().replace("verify: [/health]", f'verify: ["/slow?ms={ms}"]'))

