@@ -23,8 +23,13 @@ restart:                    ## restart every service (ready again before it retu
 stop:                       ## stop the services, the databases and supervisord
 	$(AGENT) stop --root $(ROOT)
 
+# Two workers: the integration tests mostly wait on real processes, so two halve the wall
+# time on a two-core machine without crowding the timing tests. `make test TEST_WORKERS=0`
+# runs them one after another.
+TEST_WORKERS ?= 2
+
 test: setup venv            ## every test: unit and integration (real supervisord, PostgreSQL, Redis, Packer)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 unit: venv                  ## the fast tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
