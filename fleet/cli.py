@@ -1,8 +1,9 @@
 """The `unified` command line: parse, dispatch, print; the only place that turns errors
 into exit codes (0 done; 1 a service failed before its switch, or another failure,
 Ctrl-C and SIGTERM included, after what the deploy made is cleaned up; 2 bad input,
-refused before any AWS write; 4 a lock held; 5 every failure came after its switch, so
-the new version serves).
+refused before any AWS write (a rollback asked while a deploy holds the lock is checked
+again once it holds it: what is kept may change meanwhile); 4 a lock held; 5 every
+failure came after its switch, so what it switched to serves).
 
 Progress goes to stderr, results to stdout (`--json` where a script reads them). AWS is
 reached through boto3's usual settings: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL.
@@ -61,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # a bug or an unforeseen OS error: one clear line, details on demand
         if os.environ.get("UNIFIED_DEBUG"):
             raise
@@ -224,7 +222,8 @@ def _outcomes(args: argparse.Namespace, outcomes: list[Any], started: float, wha
     if failed:  # every failure came after its switch: the new version serves
         for outcome in failed:
             print(f"{outcome.service} serves the new version; to go back: unified rollback {args.env} "
-                  f"{outcome.service}", file=sys.stderr)
+                  f"{outcome.service}" if what == "deploy" else
+                  f"{outcome.service} serves the version rolled back to", file=sys.stderr)
         return EXIT_SWITCHED_THEN_FAILED
     return 0
 

@@ -20,11 +20,11 @@
 
 A failure before the switch switches nothing: the candidate route, the new group (its
 instances drained by their agents) and its launch template version go, and the exit
-code is 1, with the failing instance and its agent's reason. A failure after the
-switch (the probes through the live route, the standby's schedule, pruning) also exits
-1, but the new version serves: the message says what failed, and its release is
-recorded `failed` (for a blue/green pair the next deploy sees from the weights that it
-serves and records it as live). Every step after preflight runs inside the lock.
+code is 1, with the failing instance and its agent's reason. After the switch (the
+probes through the live route, the standby's schedule, pruning) the new version serves:
+its release is recorded `succeeded` with "switched, then failed: ..." (the next deploy
+must not take it for a leftover), and the exit code is 5, with the rollback command.
+Every step after preflight runs inside the lock.
 """
 
 from __future__ import annotations
@@ -171,18 +171,32 @@ def deploy_service(ctx: Context, part: ServiceParts, image: str) -> Outcome:
             ctx.locks.phase(f"{name}: standby")
             after_switch(ctx, part, state, release)
     except AgentError as failure:
-        if attempt.switched:  # it serves: recorded as live (or the next deploy would remove it), with why
-            history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED,
-                           f"switched, then failed: {failure.lines[0]}")
-            say(f"{name}: switched to {release.group}, then FAILED: {failure.lines[0]}")
-            return Outcome(name, False, f"switched to {release.group} (it serves), then failed: {failure.lines[0]}",
-                           True, release, switched_at)
-        history.finish(ctx.parts.table, ctx.env, release, history.FAILED, failure.lines[0])
-        say(f"{name}: FAILED: {failure.lines[0]}")
-        return Outcome(name, False, failure.lines[0], False, release)
-    history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED)
-    say(f"{name}: deployed {image} ({release.group}) in {sum(release.phases.values()):.1f}s")
-    return Outcome(name, True, f"{name}: {image} serves ({release.group})", True, release, switched_at)
+        return conclude(ctx, release, switched_at, failure)
+    return conclude(ctx, release, switched_at, None,
+                    f"{name}: {image} serves ({release.group})",
+                    f"{name}: deployed {image} ({release.group}) in {sum(release.phases.values()):.1f}s")
+
+
+def conclude(ctx: Context, release: Release, switched_at: float | None, failure: AgentError | None,
+             done: str = "", said: str = "") -> Outcome:
+    """The record and the outcome of a deploy or a rollback. A failure after its switch
+    is recorded as live, with why (else the next deploy would take what serves for a
+    leftover), and is told apart from one that switched nothing (exit 5, not 1)."""
+    name = release.service
+    if failure is None:
+        history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED)
+        if said:
+            ctx.say(said)
+        return Outcome(name, True, done, True, release, switched_at)
+    why = failure.lines[0]
+    if switched_at is not None:
+        history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED, f"switched, then failed: {why}")
+        ctx.say(f"{name}: switched to {release.group}, then FAILED: {why}")
+        return Outcome(name, False, f"switched to {release.group} (it serves), then failed: {why}",
+                       True, release, switched_at)
+    history.finish(ctx.parts.table, ctx.env, release, history.FAILED, why)
+    ctx.say(f"{name}: FAILED: {why}")
+    return Outcome(name, False, why, False, release)
 
 
 class Timer:

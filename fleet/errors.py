@@ -1,6 +1,7 @@
 """The tool's exit codes (a contract: README, "Deploying"): 0 done, 1 a service failed
 (before its switch: nothing was switched for it), 2 bad input refused before any AWS
-write, 4 a lock is held. Errors are the agent's AgentError and BadInput, with one more."""
+write, 4 a lock is held, 5 every failure came after its switch (what it switched to
+serves). Errors are the agent's AgentError and BadInput, with one more."""
 
 from __future__ import annotations
 

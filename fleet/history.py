@@ -3,8 +3,8 @@
 One item per (service, deploy id) in the environment's table, written when the deploy
 starts (`running`) and again when it ends: `succeeded`, `failed` (with why), or
 `interrupted` (found by a later deploy, whose lock the dead one's lease had freed).
-For a service without a blue/green pair the live version is its newest `succeeded`
-record; for a pair the listener's weights decide (`fleet.inventory`).
+Which version is live is read from AWS, not from here (`fleet.inventory`): the records
+say which groups succeeded, and why a deploy failed.
 """
 
 from __future__ import annotations
@@ -70,9 +70,3 @@ def releases(table: Table, env: str, service: str | None = None) -> list[Release
     """Newest first."""
     items = table.query(_pk(env), f"{service}#" if service else "")
     return sorted((Release.from_item(i) for i in items), key=lambda r: r.deploy_id, reverse=True)
-
-
-def live(history: list[Release]) -> Release | None:
-    """The newest release that succeeded (a deploy or a rollback): the one serving now,
-    for a service without a blue/green pair (a pair's is found from its weights)."""
-    return next((r for r in history if r.result == SUCCEEDED), None)

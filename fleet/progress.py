@@ -18,11 +18,12 @@ class Progress:
         self._last: dict[str, str] = {}
 
     def __call__(self, line: str) -> None:
+        """Say `line`, unless it repeats what was last said of the same thing (the text
+        before its first colon, a service's name for most): a wait that polls says each
+        change once, not each poll."""
+        subject = line.split(":", 1)[0]
         with self._lock:
+            if self._last.get(subject) == line:
+                return
+            self._last[subject] = line
             print(f"[{time.monotonic() - self.started:6.1f}s] {line}", file=self.stream or sys.stderr, flush=True)
-
-    def changed(self, key: str, line: str) -> None:
-        """Say `line` unless it is what was last said for `key` (a wait's state)."""
-        if self._last.get(key) != line:
-            self._last[key] = line
-            self(line)

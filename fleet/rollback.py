@@ -78,6 +78,7 @@ def _roll_back(ctx: Context, part: preflight.ServiceParts, state: ServiceState, 
                       previous=state.live.deploy_id, detail=f"back to {target.deploy_id}")
     history.save(ctx.parts.table, ctx.env, release)
     timer = Timer(release)
+    switched: float | None = None
     try:
         if warm:
             with timer("switch"):
@@ -97,10 +98,8 @@ def _roll_back(ctx: Context, part: preflight.ServiceParts, state: ServiceState, 
             state.standby = None if target == state.standby else state.standby
             deploy.after_switch(ctx, part, state, release)
     except AgentError as failure:
-        history.finish(ctx.parts.table, ctx.env, release, history.FAILED, failure.lines[0])
-        return Outcome(name, False, failure.lines[0], False, release)
-    history.finish(ctx.parts.table, ctx.env, release, history.SUCCEEDED)
-    return Outcome(name, True, f"{name}: rolled back to {target.deploy_id} ({target.name})", True, release, switched)
+        return deploy.conclude(ctx, release, switched, failure)
+    return deploy.conclude(ctx, release, switched, None, f"{name}: rolled back to {target.deploy_id} ({target.name})")
 
 
 def _cold(ctx: Context, part: preflight.ServiceParts, state: ServiceState, target: Group, colour: str | None,

@@ -6,7 +6,7 @@ group is the one with the weight. The switch moves the whole weight in one call 
 route (ModifyListener or ModifyRule), so each route flips atomically. The candidate
 route is a rule at the lowest free priority, which must come before the service's own
 rule (a listener's default action comes after every rule), that forwards only requests
-carrying `X-Unified-Candidate: <deploy id>.<service>` to the idle group: the tool's
+carrying `X-Unified-Candidate: <env>.<service>.<deploy id>` to the idle group: the tool's
 probes reach the new version, customers cannot.
 """
 
@@ -86,22 +86,25 @@ def _forwards(actions: list[dict[str, Any]]) -> tuple[dict[str, int], tuple[dict
 
 def routes_to(lb: LoadBalancer, arns: set[str]) -> list[Route]:
     """Every route of the load balancer that forwards to one of `arns`."""
-    client = aws.client("elbv2")
     routes = []
     for listener in lb.listeners:
         weights, others = _forwards(listener.get("DefaultActions", []))
         if set(weights) & arns:
             routes.append(Route(listener["ListenerArn"], None, weights, "default", others))
-        paginator = client.get_paginator("describe_rules")
-        pages = aws.call("reading the listener rules", lambda: list(paginator.paginate(
-            ListenerArn=listener["ListenerArn"])))
-        for rule in (r for page in pages for r in page.get("Rules", [])):
+        for rule in _rules(listener["ListenerArn"]):
             if rule.get("IsDefault"):
                 continue
             weights, others = _forwards(rule.get("Actions", []))
             if set(weights) & arns and not _is_candidate(rule):
                 routes.append(Route(listener["ListenerArn"], rule["RuleArn"], weights, rule["Priority"], others))
     return routes
+
+
+def _rules(listener_arn: str) -> list[dict[str, Any]]:
+    """Every rule of a listener, all pages (a listener may hold more than one page)."""
+    paginator = aws.client("elbv2").get_paginator("describe_rules")
+    pages = aws.call("reading the listener rules", lambda: list(paginator.paginate(ListenerArn=listener_arn)))
+    return [rule for page in pages for rule in page.get("Rules", [])]
 
 
 def _is_candidate(rule: dict[str, Any]) -> bool:
@@ -112,12 +115,9 @@ def _is_candidate(rule: dict[str, Any]) -> bool:
 
 def candidate_rules(lb: LoadBalancer) -> list[tuple[str, str]]:
     """(rule ARN, header value) of every candidate route left on the load balancer."""
-    client = aws.client("elbv2")
     found = []
     for listener in lb.listeners:
-        rules = aws.call("reading the listener rules", client.describe_rules,
-                         ListenerArn=listener["ListenerArn"]).get("Rules", [])
-        for rule in rules:
+        for rule in _rules(listener["ListenerArn"]):
             if _is_candidate(rule):
                 values = [v for c in rule.get("Conditions", []) for v in c.get("HttpHeaderConfig", {}).get("Values", [])]
                 found.append((rule["RuleArn"], values[0] if values else ""))
@@ -143,7 +143,7 @@ def add_candidate(route: Route, value: str, target_group_arn: str) -> str:
     own rule (BadInput when no free priority comes before it): requests with the
     candidate header's `value` go to `target_group_arn`. Its ARN."""
     client = aws.client("elbv2")
-    rules = aws.call("reading the listener rules", client.describe_rules, ListenerArn=route.listener_arn)["Rules"]
+    rules = _rules(route.listener_arn)
     taken = {int(r["Priority"]) for r in rules if str(r.get("Priority", "")).isdigit()}
     priority = next(p for p in range(1, 50001) if p not in taken)
     if route.rule_arn is not None and priority > int(route.priority):

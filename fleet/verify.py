@@ -15,7 +15,6 @@ Every wait has a deadline and says what it waits for on stderr.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from agent.deadline import Backoff, Deadline, poll
@@ -26,14 +25,8 @@ Say = Callable[[str], None]
 
 
 class VerifyFailed(AgentError):
-    """The new version is not fit to serve: exit 1. Before the switch nothing is switched;
-    raised by the probes through the live route after it, the new version serves."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    instance_id: str
-    reason: str
+    """The new version is not fit to serve. Before the switch nothing is switched (exit 1);
+    raised by the probes through the live route after it, the new version serves (exit 5)."""
 
 
 def boot_error(instance_id: str) -> str:

@@ -410,7 +410,7 @@ def test_status_releases_and_a_forced_lock_release_say_what_is_true(prod: Deploy
     assert prod.rules() == []
 
 
-def test_a_failure_after_the_switch_leaves_the_new_version_live_and_recorded(prod: DeployEnv) -> None:
+def test_a_failure_after_the_switch_of_a_deploy_or_a_rollback_leaves_it_live_and_recorded(prod: DeployEnv) -> None:
     deployed(prod, "v1")
     deployed(prod, "v2")
     # the switch to v1 is made; then scheduling the end of v2's standby is refused
@@ -428,3 +428,14 @@ def test_a_failure_after_the_switch_leaves_the_new_version_live_and_recorded(pro
     after = deployed(prod, "v2")
     assert "was left by deploy" not in after.stderr
     assert set(prod.versions(10)) == {"2"}
+    # a rollback that fails after its switch says the same: the version rolled back to serves
+    prod.moto.inject_error("PutScheduledUpdateGroupAction", 5, status=400, code="ValidationError",
+                           message="refused for the test")
+    rolled = prod.unified("rollback", ENV, "echo", "--probe-url", prod.alb.url)
+    prod.moto.clear_faults()
+    assert rolled.returncode == 5, rolled.stderr
+    assert "(it serves), then failed" in rolled.stdout and "refused for the test" in rolled.stdout, rolled.stdout
+    assert set(prod.versions(10)) == {"1"}
+    newest = json.loads(prod.unified("releases", ENV, "--json").stdout)[0]
+    assert newest["kind"] == "rollback" and newest["result"] == "succeeded", newest
+    assert "switched, then failed" in newest["detail"]
