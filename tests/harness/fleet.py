@@ -327,15 +327,17 @@ class _Runner:
         self._set_phase("shutting-down")
         if self.watch is not None:
             self._event(f"watch stopped ({self.watch.stop()})")
-        if self.boot is not None and self.boot.process.poll() is None:
+        if self.boot is not None and self.boot_code is None:
             # EC2 takes seconds to shut an instance down, moto none: a boot that has just
-            # completed its hook (an ABANDON terminates at once) may finish on its own.
-            try:
-                self.boot.process.wait(timeout=self.fleet.boot_grace)
-            except subprocess.TimeoutExpired:
-                pass
-            self._event(f"boot stopped ({self.boot.stop(signal.SIGTERM, timeout=30)})")
-            self.boot_code = self.boot.process.returncode
+            # completed its hook (an ABANDON terminates at once) may finish on its own,
+            # before or after the termination was seen; its exit code is kept either way.
+            if self.boot.process.poll() is None:
+                try:
+                    self.boot.process.wait(timeout=self.fleet.boot_grace)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.boot_code = self.boot.stop(signal.SIGTERM, timeout=30)
+            self._event(f"boot stopped ({self.boot_code})")
         if self.root.exists() and self.boot is not None:
             # the whole fleet going away (the test is over) has nobody to drain for
             drain = ["--no-drain"] if self.fleet.stopping else [
